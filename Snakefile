@@ -1,0 +1,31 @@
+# Utility-focused LLM annotation for retrieval and RAG (Zhang et al., EMNLP 2025): the workflow.
+# The science is in config.yaml (documented in rules/schema.yaml); the machine is in profiles/.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+# Another --configfile replaces the paper grid instead of being merged into it.
+if not config:
+
+    configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+
+
+localrules:
+    all,
+    data_only,
+
+
+rule all:
+    default_target: True
+    input:
+        PLAN.data_targets(),
+
+
+rule data_only:
+    input:
+        PLAN.data_targets(),

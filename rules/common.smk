@@ -1,0 +1,65 @@
+# Shared setup of every stage: validate the config first, then expose the plan (paths, targets) to rules.
+# Helpers live in the library (src/utilanno/plan.py) so that tests import them without Snakemake.
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+
+from snakemake.exceptions import WorkflowError
+
+from utilanno.config import validate as _validate_config
+from utilanno.errors import ConfigError as _ConfigError
+from utilanno.plan import Plan
+
+try:
+    _validate_config(config)
+except _ConfigError as _err:
+    raise WorkflowError(str(_err)) from None
+
+PLAN = Plan(config)
+RESULTS = PLAN.results
+LOGS = f"{RESULTS}/logs"
+BENCH = f"{RESULTS}/benchmarks"
+
+
+def script(name):
+    """A stage script as an input, so that editing it reruns its jobs (the code trigger sees shell text only).
+
+    The checkout's own file, not workflow.source_path's cached copy: scripts import the library beside them.
+    """
+    return os.path.relpath(Path(workflow.basedir) / "scripts" / name)
+
+
+wildcard_constraints:
+    dataset=r"[A-Za-z0-9][A-Za-z0-9._-]*",
+    split=r"[A-Za-z0-9][A-Za-z0-9._-]*",
+    source=r"[A-Za-z0-9][A-Za-z0-9._-]*",
+
+
+# Input functions of the data stage: a dataset's table spec -> its raw file and options.
+def _raw(kind, split=None):
+    """Input function: the downloaded source file of a dataset's table."""
+
+    def inner(wc):
+        table = PLAN.table(wc.dataset, kind, split if split is not None else wc.get("split"))
+        return PLAN.source_file(table["source"])
+
+    return inner
+
+
+def _member(kind):
+    def inner(wc):
+        table = PLAN.table(wc.dataset, kind, wc.get("split"))
+        return f"--member '{table['member']}'" if table.get("member") else ""
+
+    return inner
+
+
+def _format(kind):
+    return lambda wc: PLAN.table(wc.dataset, kind, wc.get("split"))["format"]
+
+
+def _judged_by(wc):
+    table = PLAN.table(wc.dataset, "queries", wc.split)
+    return [f"{RESULTS}/data/{wc.dataset}/qrels-{wc.split}.trec"] if table.get("judged_only") else []

@@ -1,0 +1,199 @@
+"""Load and validate the workflow configuration against `rules/schema.yaml`, then expand it into a plan.
+
+Validation runs before Snakemake builds any job: every error names the config key and what was expected.
+Defaults from the schema are filled in, so the rest of the workflow reads one complete dict.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator, validators
+
+from .errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+SCHEMA_PATH = REPO / "rules" / "schema.yaml"
+
+_TYPE_NAMES = {
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "object": "a mapping",
+    "array": "a list",
+    "null": "nothing (null)",
+}
+
+
+def load_schema(path: Path = SCHEMA_PATH) -> dict:
+    with open(path, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def _with_defaults(base):
+    """A validator class that fills `default` values of missing properties while validating."""
+    validate_properties = base.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for key, sub in properties.items():
+                if "default" in sub and key not in instance:
+                    instance[key] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return validators.extend(base, {"properties": set_defaults})
+
+
+_Filling = _with_defaults(Draft202012Validator)
+
+
+def _key(path) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def _describe(value: Any) -> str:
+    shown = repr(value)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return f"{type(value).__name__} {shown}"
+
+
+def _message(err) -> str:
+    key = _key(err.absolute_path)
+    v = err.validator
+    if v == "type":
+        expected = err.validator_value
+        expected = " or ".join(_TYPE_NAMES.get(t, t) for t in (expected if isinstance(expected, list) else [expected]))
+        return f"config key '{key}': expected {expected}, got {_describe(err.instance)}"
+    if v == "additionalProperties":
+        known = sorted(err.schema.get("properties", {}))
+        extra = sorted(set(err.instance) - set(known))
+        parts = []
+        for name in extra:
+            close = difflib.get_close_matches(str(name), known, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            parts.append(f"unknown key '{_key([*err.absolute_path, name])}'{hint}")
+        return "; ".join(parts) + f"; known keys here: {', '.join(known)}"
+    if v == "required":
+        missing = [k for k in err.validator_value if k not in err.instance]
+        return f"config key '{key}': missing required key(s) {', '.join(repr(m) for m in missing)}"
+    if v == "enum":
+        return f"config key '{key}': expected one of {err.validator_value}, got {_describe(err.instance)}"
+    if v in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        word = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}[v]
+        return f"config key '{key}': expected a value {word} {err.validator_value}, got {err.instance!r}"
+    if v == "pattern":
+        what = err.schema.get("description", f"a string matching {err.validator_value}")
+        return f"config key '{key}': {err.instance!r} is not valid; expected {what}"
+    if v in ("minItems", "minProperties"):
+        return f"config key '{key}': must not be empty"
+    return f"config key '{key}': {err.message}"
+
+
+def validate(config: dict, schema: dict | None = None) -> dict:
+    """Validate `config` in place (filling defaults) and cross-check references; raise ConfigError."""
+    schema = schema if schema is not None else load_schema()
+    errors = sorted(_Filling(schema).iter_errors(config), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
+    messages = list(dict.fromkeys(_message(e) for e in errors))
+    if not messages:
+        messages = _cross_check(config)
+    if messages:
+        shown = "\n  - ".join(messages[:15])
+        more = f"\n  ... and {len(messages) - 15} more" if len(messages) > 15 else ""
+        raise ConfigError(f"invalid configuration ({len(messages)} problem(s)):\n  - {shown}{more}")
+    return config
+
+
+def load(path: str | Path) -> dict:
+    """Read a YAML config file and validate it."""
+    with open(path, encoding="utf-8") as fh:
+        try:
+            config = yaml.safe_load(fh) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(config).__name__}")
+    return validate(config)
+
+
+def _cross_check(config: dict) -> list[str]:
+    """References between sections: every name used must be defined."""
+    out: list[str] = []
+    sources, datasets = config["sources"], config["datasets"]
+
+    def ref(key: str, name: str, pool: dict, what: str):
+        if name not in pool:
+            close = difflib.get_close_matches(name, list(pool), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            out.append(f"config key '{key}': {name!r} is not defined in '{what}'{hint}")
+
+    for sname, src in sources.items():
+        if ("url" in src) == ("path" in src):
+            out.append(f"config key 'sources.{sname}': give exactly one of 'url' or 'path'")
+    for dname, ds in datasets.items():
+        for key, table in iter_tables(dname, ds):
+            if key.endswith(".corpus") and ("dataset" in table) == ("source" in table or "format" in table):
+                out.append(f"config key '{key}': give either 'dataset' alone or 'source' and 'format'")
+            elif key.endswith(".corpus") and "source" in table and "format" not in table:
+                out.append(f"config key '{key}': missing required key 'format'")
+            elif "dataset" in table:
+                ref(f"{key}.dataset", table["dataset"], datasets, "datasets")
+                if table["dataset"] == dname:
+                    out.append(f"config key '{key}.dataset': a dataset cannot take its corpus from itself")
+            else:
+                ref(f"{key}.source", table["source"], sources, "sources")
+        for split, table in ds.get("answers", {}).items():
+            if split not in ds.get("queries", {}) and "beir" not in ds:
+                out.append(f"config key 'datasets.{dname}.answers.{split}': no queries for split {split!r}")
+    for group, members in config["evaluation"]["groups"].items():
+        for i, member in enumerate(members):
+            ref(f"evaluation.groups.{group}.{i}", member, datasets, "datasets")
+    for i, name in enumerate(config["evaluation"]["datasets"]):
+        if name not in datasets and name not in config["evaluation"]["groups"]:
+            ref(f"evaluation.datasets.{i}", name, datasets, "datasets")
+    ann = config["annotation"]
+    ref("annotation.annotator", ann["annotator"], config["llms"], "llms")
+    ref("annotation.dataset", ann["dataset"], datasets, "datasets")
+    for ename, exp in config["experiments"].items():
+        ref(f"experiments.{ename}.backbone", exp["backbone"], config["backbones"], "backbones")
+        if "annotator" in exp:
+            ref(f"experiments.{ename}.annotator", exp["annotator"], config["llms"], "llms")
+    for i, gen in enumerate(config["rag"]["generators"]):
+        ref(f"rag.generators.{i}", gen, config["llms"], "llms")
+    for name, rd in config["rag"]["datasets"].items():
+        ref(f"rag.datasets.{name}", name, datasets, "datasets")
+    for i, exp in enumerate(config["rag"]["experiments"]):
+        ref(f"rag.experiments.{i}", exp, config["experiments"], "experiments")
+    return out
+
+
+def expand_beir(ds: dict) -> dict:
+    """The `beir:` shortcut -> explicit corpus/queries/qrels tables of a BEIR folder in a zip."""
+    if "beir" not in ds:
+        return ds
+    b = ds["beir"]
+    folder, split = b["folder"].strip("/"), b["split"]
+    out = {k: v for k, v in ds.items() if k != "beir"}
+    out["corpus"] = {"source": b["source"], "member": f"{folder}/corpus.jsonl", "format": "beir-corpus"}
+    out["queries"] = {
+        split: {"source": b["source"], "member": f"{folder}/queries.jsonl", "format": "beir-queries", "judged_only": True}
+    }
+    out["qrels"] = {split: {"source": b["source"], "member": f"{folder}/qrels/{split}.tsv", "format": "beir-qrels"}}
+    return out
+
+
+def iter_tables(dname: str, ds: dict):
+    """(config key, table spec) for every raw table of a dataset, after expanding `beir:`."""
+    ds = expand_beir(ds)
+    if "corpus" in ds:
+        yield f"datasets.{dname}.corpus", ds["corpus"]
+    for kind in ("queries", "qrels", "answers"):
+        for split, table in ds.get(kind, {}).items():
+            yield f"datasets.{dname}.{kind}.{split}", table
+    if "train_pool" in ds:
+        yield f"datasets.{dname}.train_pool", ds["train_pool"]

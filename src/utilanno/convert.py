@@ -1,0 +1,483 @@
+"""Converters from the official raw formats to the normalized tables every later stage reads.
+
+Normalized tables (one folder per dataset):
+  corpus.parquet            docid, title, text
+  queries-{split}.parquet   qid, text
+  qrels-{split}.trec        `qid 0 docid rel`, sorted by (qid, docid)
+  answers-{split}.parquet   qid, answers (list of str)
+  train-pool.parquet        qid, query, positives (list of docid), negatives (list of docid)
+
+Every converter streams its input, fails on the first malformed line with file, line and reason, and returns
+counts in and out; rows are never dropped silently (identical duplicates are removed and counted, conflicting
+duplicates are an error).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import string
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+from polars.io.plugins import register_io_source
+
+from .atomic import atomic_path, atomic_text
+from .errors import InputFormatError
+from .lines import check_ids, iter_line_blocks, split_fields, split_whitespace
+from .rawio import display_name, open_raw
+
+log = logging.getLogger(__name__)
+
+# Ids end up in whitespace-separated TREC files, so no id may contain whitespace.
+ANY_ID = r"\S+"
+DIGITS = r"\d+"
+
+
+@dataclass
+class Counts:
+    """What a converter read and wrote; logged and returned to the caller."""
+
+    lines_in: int = 0
+    rows_out: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        extra = "; " + "; ".join(self.notes) if self.notes else ""
+        return f"{self.lines_in} lines in, {self.rows_out} rows out{extra}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Parsers: one raw block (line, raw) -> typed rows, raising InputFormatError on the first bad line.
+
+
+def _parse_msmarco_tsv(block: pl.DataFrame, name: str, key: str, id_pattern: str) -> pl.DataFrame:
+    rows = split_fields(block, name, [key, "text"])
+    check_ids(rows, key, name, id_pattern, "an id of digits" if id_pattern == DIGITS else "an id without spaces")
+    return rows
+
+
+def _json_rows(block: pl.DataFrame, name: str, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """Decode JSON lines into `schema` columns, falling back to per-line parsing to name a bad line."""
+    blank = block["raw"].str.strip_chars() == ""
+    if blank.any():
+        raise InputFormatError(name, int(block["line"][blank.arg_true()[0]]), "empty line, expected a JSON object")
+    try:
+        decoded = block["raw"].str.json_decode(pl.Struct(schema))
+    except Exception:  # polars names no line: find it ourselves
+        for line, raw in zip(block["line"], block["raw"], strict=True):
+            try:
+                obj = json.loads(raw)
+            except json.JSONDecodeError as err:
+                raise InputFormatError(name, int(line), f"invalid JSON: {err.msg} at column {err.colno}") from None
+            if not isinstance(obj, dict):
+                raise InputFormatError(name, int(line), f"expected a JSON object, found {type(obj).__name__}")
+        raise
+    return block.select("line", decoded.alias("j")).unnest("j")
+
+
+def _require(rows: pl.DataFrame, name: str, columns: list[str]) -> None:
+    for col in columns:
+        missing = rows[col].is_null()
+        if missing.any():
+            i = missing.arg_true()[0]
+            raise InputFormatError(name, int(rows["line"][i]), f"missing or non-string field {col!r}")
+
+
+def _parse_beir_corpus(block: pl.DataFrame, name: str) -> pl.DataFrame:
+    rows = _json_rows(block, name, {"_id": pl.String, "title": pl.String, "text": pl.String})
+    _require(rows, name, ["_id", "text"])
+    rows = rows.rename({"_id": "docid"}).with_columns(pl.col("title").fill_null(""))
+    check_ids(rows, "docid", name, ANY_ID, "an id without spaces")
+    return rows
+
+
+def _parse_beir_queries(block: pl.DataFrame, name: str) -> pl.DataFrame:
+    rows = _json_rows(block, name, {"_id": pl.String, "text": pl.String})
+    _require(rows, name, ["_id", "text"])
+    rows = rows.rename({"_id": "qid"})
+    check_ids(rows, "qid", name, ANY_ID, "an id without spaces")
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Duplicate handling shared by all converters.
+
+
+def _duplicates(keys: pl.DataFrame, key: str, name: str) -> pl.Series:
+    """Given (key, line, h) rows, raise on a key seen with different content; return lines to drop."""
+    dup = keys.filter(pl.col(key).is_duplicated())
+    if dup.is_empty():
+        return pl.Series("line", [], dtype=pl.UInt64)
+    conflicts = dup.group_by(key).agg(pl.col("h").n_unique().alias("variants"), pl.col("line").sort().alias("lines"))
+    bad = conflicts.filter(pl.col("variants") > 1).sort(pl.col("lines").list.first())
+    if not bad.is_empty():
+        row = bad.row(0, named=True)
+        lines = row["lines"]
+        raise InputFormatError(
+            name, int(lines[1]), f"duplicate {key} {row[key]!r} with different content (first at line {lines[0]})"
+        )
+    first = dup.group_by(key).agg(pl.col("line").min())
+    return dup.join(first, on=key, suffix="_first").filter(pl.col("line") != pl.col("line_first"))["line"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Corpus: streamed to Parquet, bounded memory.
+
+CORPUS_SCHEMA = {"docid": pl.String, "title": pl.String, "text": pl.String}
+
+
+def convert_corpus(path: str | Path, member: str | None, fmt: str, out: str | Path) -> Counts:
+    """Raw corpus (`msmarco-tsv`: pid<TAB>text, or `beir-corpus`: JSONL) -> corpus.parquet."""
+    name = display_name(path, member)
+    if fmt == "msmarco-tsv":
+
+        def parse(block: pl.DataFrame) -> pl.DataFrame:
+            return _parse_msmarco_tsv(block, name, "docid", DIGITS).with_columns(title=pl.lit(""))
+    elif fmt == "beir-corpus":
+
+        def parse(block: pl.DataFrame) -> pl.DataFrame:
+            return _parse_beir_corpus(block, name)
+    else:
+        raise ValueError(f"unknown corpus format {fmt!r} (expected msmarco-tsv or beir-corpus)")
+    return _stream_to_parquet(path, member, name, parse, "docid", CORPUS_SCHEMA, out)
+
+
+def _stream_to_parquet(path, member, name, parse, key, schema, out) -> Counts:
+    counts = Counts()
+    keys: list[pl.DataFrame] = []
+    failure: list[BaseException] = []
+    content = [c for c in schema if c != key]
+
+    def blocks(with_columns=None, predicate=None, n_rows=None, batch_size=None) -> Iterator[pl.DataFrame]:
+        try:
+            with open_raw(path, member) as fh:
+                for block in iter_line_blocks(fh, name):
+                    rows = parse(block)
+                    counts.lines_in += block.height
+                    keys.append(rows.select(key, "line", h=pl.struct(content).hash()))
+                    yield rows.select(list(schema))
+        except BaseException as err:  # polars wraps exceptions from sources; keep ours intact
+            failure.append(err)
+            raise
+
+    with atomic_path(out) as tmp:
+        try:
+            register_io_source(blocks, schema=schema).sink_parquet(tmp)
+        except Exception:
+            if failure:
+                raise failure[0] from None
+            raise
+        all_keys = pl.concat(keys) if keys else pl.DataFrame(schema={key: pl.String, "line": pl.UInt64, "h": pl.UInt64})
+        drop = _duplicates(all_keys, key, name)
+        counts.rows_out = all_keys.height - drop.len()
+        if drop.len():
+            counts.notes.append(f"{drop.len()} identical duplicate {key}s removed (first kept)")
+            _drop_rows(tmp, all_keys, drop)
+    log.info("%s -> %s: %s", name, out, counts)
+    return counts
+
+
+def _drop_rows(parquet: Path, keys: pl.DataFrame, drop_lines: pl.Series) -> None:
+    """Rewrite `parquet` without the rows that came from `drop_lines` (rows are in line order)."""
+    drop_idx = keys.with_row_index("idx").filter(pl.col("line").is_in(drop_lines.implode()))["idx"]
+    rewritten = parquet.with_name(parquet.name + ".dedup")
+    pl.scan_parquet(parquet).with_row_index("idx").filter(~pl.col("idx").is_in(drop_idx.implode())).drop(
+        "idx"
+    ).sink_parquet(rewritten)
+    rewritten.replace(parquet)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Small tables: queries, qrels, answers, pools (at most a few hundred MB; read whole).
+
+
+def _read_blocks(path, member, parse: Callable[[pl.DataFrame, str], pl.DataFrame]) -> tuple[pl.DataFrame, int, str]:
+    name = display_name(path, member)
+    parts, n = [], 0
+    with open_raw(path, member) as fh:
+        for block in iter_line_blocks(fh, name):
+            n += block.height
+            parts.append(parse(block, name))
+    return (pl.concat(parts) if parts else None), n, name
+
+
+def convert_queries(
+    path, member, fmt: str, out, restrict_qrels: str | Path | None = None
+) -> Counts:
+    """Raw queries (`msmarco-tsv` or `beir-queries`) -> queries-{split}.parquet (qid, text).
+
+    With `restrict_qrels`, keep only queries judged in that qrels file (BEIR's queries.jsonl holds every
+    split); the count of queries left out is logged, and a judged query missing from the file is an error.
+    """
+    if fmt == "msmarco-tsv":
+        parse = lambda b, n: _parse_msmarco_tsv(b, n, "qid", ANY_ID)  # noqa: E731 (TREC DL ids are digits too)
+    elif fmt == "beir-queries":
+        parse = _parse_beir_queries
+    else:
+        raise ValueError(f"unknown queries format {fmt!r} (expected msmarco-tsv or beir-queries)")
+    rows, n, name = _read_blocks(path, member, parse)
+    counts = Counts(lines_in=n)
+    if rows is None:
+        raise InputFormatError(name, None, "no queries")
+    drop = _duplicates(rows.select("qid", "line", h=pl.col("text").hash()), "qid", name)
+    if drop.len():
+        counts.notes.append(f"{drop.len()} identical duplicate qids removed (first kept)")
+        rows = rows.filter(~pl.col("line").is_in(drop.implode()))
+    if restrict_qrels is not None:
+        judged = read_qrels(restrict_qrels)["qid"].unique()
+        missing = judged.filter(~judged.is_in(rows["qid"].implode()))
+        if missing.len():
+            raise InputFormatError(
+                name, None, f"{missing.len()} queries judged in {restrict_qrels} are missing, e.g. {missing.sort()[0]!r}"
+            )
+        before = rows.height
+        rows = rows.filter(pl.col("qid").is_in(judged.implode()))
+        counts.notes.append(f"{before - rows.height} queries without judgments in {Path(restrict_qrels).name} left out")
+    rows = rows.select("qid", "text")
+    with atomic_path(out) as tmp:
+        rows.write_parquet(tmp)
+    counts.rows_out = rows.height
+    log.info("%s -> %s: %s", name, out, counts)
+    return counts
+
+
+def _parse_trec_qrels(block: pl.DataFrame, name: str) -> pl.DataFrame:
+    rows = split_whitespace(block, name, ["qid", "iter", "docid", "rel"])
+    return _typed_qrels(rows, name)
+
+
+def _parse_beir_qrels(block: pl.DataFrame, name: str) -> pl.DataFrame:
+    if block["line"][0] == 1:
+        header = block["raw"][0].strip().split("\t")
+        if header != ["query-id", "corpus-id", "score"]:
+            raise InputFormatError(name, 1, f"expected the header 'query-id<TAB>corpus-id<TAB>score', found {block['raw'][0]!r}")
+        block = block.slice(1)
+    rows = split_fields(block, name, ["qid", "docid", "rel"])
+    return _typed_qrels(rows, name)
+
+
+def _typed_qrels(rows: pl.DataFrame, name: str) -> pl.DataFrame:
+    check_ids(rows, "qid", name, ANY_ID, "an id without spaces")
+    check_ids(rows, "docid", name, ANY_ID, "an id without spaces")
+    check_ids(rows, "rel", name, r"-?\d+", "an integer relevance grade")
+    return rows.select("line", "qid", "docid", pl.col("rel").cast(pl.Int32))
+
+
+def convert_qrels(path, member, fmt: str, out) -> Counts:
+    """Raw qrels (`trec-qrels`: qid iter docid rel, whitespace; `beir-qrels`: TSV with header) -> TREC qrels."""
+    parsers = {"trec-qrels": _parse_trec_qrels, "beir-qrels": _parse_beir_qrels}
+    if fmt not in parsers:
+        raise ValueError(f"unknown qrels format {fmt!r} (expected one of {sorted(parsers)})")
+    rows, n, name = _read_blocks(path, member, parsers[fmt])
+    counts = Counts(lines_in=n)
+    if rows is None or rows.is_empty():
+        raise InputFormatError(name, None, "no judgments")
+    keyed = rows.with_columns(pair=pl.concat_str("qid", pl.lit(" "), "docid"), h=pl.col("rel").hash())
+    drop = _duplicates(keyed.select("pair", "line", "h"), "pair", name)
+    if drop.len():
+        counts.notes.append(f"{drop.len()} identical duplicate judgments removed")
+        rows = rows.filter(~pl.col("line").is_in(drop.implode()))
+    rows = rows.sort("qid", "docid")
+    write_qrels(rows, out)
+    counts.rows_out = rows.height
+    counts.notes.append(f"{rows['qid'].n_unique()} queries, {(rows['rel'] > 0).sum()} positive judgments")
+    log.info("%s -> %s: %s", name, out, counts)
+    return counts
+
+
+def write_qrels(rows: pl.DataFrame, out) -> None:
+    with atomic_text(out) as fh:
+        for qid, docid, rel in rows.select("qid", "docid", "rel").iter_rows():
+            fh.write(f"{qid} 0 {docid} {rel}\n")
+
+
+def read_qrels(path: str | Path) -> pl.DataFrame:
+    """Read a normalized (or any TREC) qrels file: qid, docid, rel."""
+    rows, _, _ = _read_blocks(path, None, _parse_trec_qrels)
+    if rows is None:
+        return pl.DataFrame(schema={"qid": pl.String, "docid": pl.String, "rel": pl.Int32})
+    return rows.select("qid", "docid", "rel")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Training pool input: the Tevatron / RepLLaMA JSONL with human positives and hard negatives.
+
+_PASSAGES = pl.List(pl.Struct({"docid": pl.String, "title": pl.String, "text": pl.String}))
+TEVATRON_SCHEMA = {
+    "query_id": pl.String,
+    "query": pl.String,
+    "positive_passages": _PASSAGES,
+    "negative_passages": _PASSAGES,
+}
+
+
+def _parse_tevatron(block: pl.DataFrame, name: str) -> pl.DataFrame:
+    rows = _json_rows(block, name, TEVATRON_SCHEMA)
+    _require(rows, name, ["query_id", "query"])
+    for col in ("positive_passages", "negative_passages"):
+        missing = rows[col].is_null()
+        if missing.any():
+            raise InputFormatError(name, int(rows["line"][missing.arg_true()[0]]), f"missing list field {col!r}")
+        ids = rows.select("line", pl.col(col).list.eval(pl.element().struct.field("docid")).alias("ids"))
+        flat = ids.explode("ids").drop_nulls("ids")
+        n_null = ids["ids"].list.eval(pl.element().is_null()).list.any()
+        if n_null.any():
+            i = n_null.arg_true()[0]
+            raise InputFormatError(name, int(ids["line"][i]), f"a passage in {col!r} has no string 'docid'")
+        check_ids(flat.rename({"ids": "docid"}), "docid", name, ANY_ID, "an id without spaces")
+    no_pos = rows["positive_passages"].list.len() == 0
+    if no_pos.any():
+        raise InputFormatError(name, int(rows["line"][no_pos.arg_true()[0]]), "query has no positive passage")
+    check_ids(rows.rename({"query_id": "qid"}), "qid", name, ANY_ID, "an id without spaces")
+    return rows.select(
+        "line",
+        pl.col("query_id").alias("qid"),
+        "query",
+        pl.col("positive_passages").list.eval(pl.element().struct.field("docid")).alias("positives"),
+        pl.col("negative_passages").list.eval(pl.element().struct.field("docid")).alias("negatives"),
+    )
+
+
+def convert_pool(path, member, fmt: str, out) -> Counts:
+    """Tevatron JSONL -> train-pool.parquet (qid, query, positives, negatives), docids only.
+
+    A negative that is also a positive of the same query is removed from the negatives and counted.
+    """
+    if fmt != "tevatron":
+        raise ValueError(f"unknown pool format {fmt!r} (expected tevatron)")
+    rows, n, name = _read_blocks(path, member, _parse_tevatron)
+    counts = Counts(lines_in=n)
+    if rows is None:
+        raise InputFormatError(name, None, "no training queries")
+    h = pl.struct(pl.col("query"), pl.col("positives"), pl.col("negatives")).hash()
+    drop = _duplicates(rows.select("qid", "line", h=h), "qid", name)
+    if drop.len():
+        counts.notes.append(f"{drop.len()} identical duplicate queries removed")
+        rows = rows.filter(~pl.col("line").is_in(drop.implode()))
+    dedup = rows.with_columns(
+        pl.col("positives").list.unique(maintain_order=True),
+        pl.col("negatives").list.unique(maintain_order=True),
+    ).with_columns(pl.col("negatives").list.set_difference(pl.col("positives")).alias("clean"))
+    # set_difference does not promise order: keep the file's order of negatives.
+    dedup = dedup.with_columns(
+        pl.col("negatives").list.eval(pl.element()).alias("negatives"),
+    )
+    clashes = (dedup["negatives"].list.len() - dedup["clean"].list.len()).sum()
+    if clashes:
+        counts.notes.append(f"{clashes} negatives that were also positives of their query removed")
+        dedup = dedup.with_columns(
+            pl.struct("negatives", "positives")
+            .map_elements(lambda r: [d for d in r["negatives"] if d not in set(r["positives"])], return_dtype=pl.List(pl.String))
+            .alias("negatives")
+        )
+    out_rows = dedup.select("qid", "query", "positives", "negatives")
+    with atomic_path(out) as tmp:
+        out_rows.write_parquet(tmp)
+    counts.rows_out = out_rows.height
+    counts.notes.append(
+        f"{out_rows['positives'].list.len().sum()} positives, {out_rows['negatives'].list.len().sum()} negatives"
+    )
+    log.info("%s -> %s: %s", name, out, counts)
+    return counts
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Answers for RAG: MS MARCO QnA (by query id), NQ-open (by question text), HotpotQA (by _id).
+
+NO_ANSWER = "No Answer Present."
+
+
+def normalize_question(text: str) -> str:
+    """Key for joining questions across releases: lower case, no punctuation, single spaces."""
+    text = text.lower().translate(str.maketrans("", "", string.punctuation))
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def _load_json(path, member, name):
+    with open_raw(path, member) as fh:
+        raw = fh.read()
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise InputFormatError(name, line, f"not valid UTF-8 ({err.reason})") from None
+    except json.JSONDecodeError as err:
+        raise InputFormatError(name, err.lineno, f"invalid JSON: {err.msg} at column {err.colno}") from None
+
+
+def _answers_msmarco_qna(path, member, name, queries: pl.DataFrame, counts: Counts) -> dict[str, list[str]]:
+    data = _load_json(path, member, name)
+    if not isinstance(data, dict) or "query_id" not in data or "answers" not in data:
+        raise InputFormatError(name, None, "expected the QnA v2.1 layout: an object with 'query_id' and 'answers' columns")
+    out: dict[str, list[str]] = {}
+    for row, qid in data["query_id"].items():
+        answers = data["answers"].get(row)
+        if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
+            raise InputFormatError(name, None, f"row {row}: 'answers' must be a list of strings")
+        counts.lines_in += 1
+        kept = [a.strip() for a in answers if a.strip() and a.strip() != NO_ANSWER]
+        if kept:
+            out[str(qid)] = kept
+    return out
+
+
+def _answers_nq_open(path, member, name, queries: pl.DataFrame, counts: Counts) -> dict[str, list[str]]:
+    by_text: dict[str, list[str]] = {}
+    with open_raw(path, member) as fh:
+        for block in iter_line_blocks(fh, name):
+            rows = _json_rows(block, name, {"question": pl.String, "answer": pl.List(pl.String)})
+            _require(rows, name, ["question"])
+            for line, q, answers in rows.select("line", "question", "answer").iter_rows():
+                if not answers:
+                    raise InputFormatError(name, int(line), "'answer' must be a non-empty list of strings")
+                counts.lines_in += 1
+                by_text.setdefault(normalize_question(q), []).extend(a for a in answers if a not in by_text.get(normalize_question(q), []))
+    out = {}
+    for qid, text in queries.select("qid", "text").iter_rows():
+        hit = by_text.get(normalize_question(text))
+        if hit:
+            out[qid] = hit
+    return out
+
+
+def _answers_hotpotqa(path, member, name, queries: pl.DataFrame, counts: Counts) -> dict[str, list[str]]:
+    data = _load_json(path, member, name)
+    if not isinstance(data, list):
+        raise InputFormatError(name, None, "expected a JSON list of HotpotQA examples")
+    out = {}
+    for i, ex in enumerate(data):
+        if not isinstance(ex, dict) or not isinstance(ex.get("_id"), str) or not isinstance(ex.get("answer"), str):
+            raise InputFormatError(name, None, f"example {i}: expected an object with string '_id' and 'answer'")
+        counts.lines_in += 1
+        if ex["answer"].strip():
+            out[ex["_id"]] = [ex["answer"].strip()]
+    return out
+
+
+ANSWER_FORMATS = {"msmarco-qna": _answers_msmarco_qna, "nq-open": _answers_nq_open, "hotpotqa": _answers_hotpotqa}
+
+
+def convert_answers(path, member, fmt: str, queries_path, out) -> Counts:
+    """Gold answers for the queries in `queries_path` -> answers-{split}.parquet (qid, answers).
+
+    Queries without an answer in the source are counted and left out (RAG evaluates only answerable ones).
+    """
+    if fmt not in ANSWER_FORMATS:
+        raise ValueError(f"unknown answers format {fmt!r} (expected one of {sorted(ANSWER_FORMATS)})")
+    name = display_name(path, member)
+    queries = pl.read_parquet(queries_path)
+    counts = Counts()
+    found = ANSWER_FORMATS[fmt](path, member, name, queries, counts)
+    rows = queries.select("qid").filter(pl.col("qid").is_in(list(found))).with_columns(
+        pl.col("qid").replace_strict(found, return_dtype=pl.List(pl.String)).alias("answers")
+    ) if found else pl.DataFrame(schema={"qid": pl.String, "answers": pl.List(pl.String)})
+    with atomic_path(out) as tmp:
+        rows.write_parquet(tmp)
+    counts.rows_out = rows.height
+    counts.notes.append(f"{queries.height - rows.height} of {queries.height} queries have no answer and are left out")
+    log.info("%s -> %s: %s", name, out, counts)
+    return counts
