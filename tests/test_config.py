@@ -1,0 +1,153 @@
+"""The config schema: the paper grid and the tiny config validate; mistakes fail early, naming the key."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from utilanno import config as cfg
+from utilanno.errors import ConfigError
+from utilanno.plan import Plan
+
+REPO = Path(__file__).resolve().parents[1]
+PAPER = REPO / "config.yaml"
+TINY = REPO / "tests" / "config" / "tiny.yaml"
+
+
+def raw(path=TINY) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def test_paper_grid_validates_and_covers_the_paper():
+    c = cfg.load(PAPER)
+    assert len(c["sources"]) == 25
+    beir = [d for d in c["datasets"] if d.startswith("beir-")]
+    assert len([d for d in beir if "cqadupstack" not in d]) == 13
+    assert len([d for d in beir if "cqadupstack" in d]) == 12
+    assert set(c["evaluation"]["groups"]["cqadupstack"]) == {d for d in beir if "cqadupstack" in d}
+    exps = c["experiments"]
+    for bb in ("retromae", "contriever"):  # Tables 2, 3 and 12
+        for name in ("human", "replug", "utilsel", "utilrank", "utilsel-cl20", "utilrank-cl100", "replug-cl20"):
+            assert f"{bb}-{name}" in exps
+    assert exps["retromae-utilsel"]["sampling"] == "pos_all" and exps["retromae-utilsel"]["loss"] == "summarg"
+    assert exps["retromae-utilsel-cl20"]["curriculum"] == {"epochs": 1, "stage1_sampling": "pos_one"}
+    assert {e["labels"] for e in exps.values()} >= {f"utilrank@{k}" for k in (10, 20, 30, 40, 50)}
+    assert c["annotation"]["negatives"] == 30 and c["annotation"]["window"] == 16
+    assert c["training"]["learning_rate"] == 3e-5 and c["training"]["epochs"] == 2
+
+
+def test_tiny_config_validates():
+    c = cfg.load(TINY)
+    assert c["tiny_world"]["beir"] == ["scifact", "nq", "hotpotqa", "cqadupstack"]
+
+
+def test_defaults_are_filled():
+    c = cfg.validate({"sources": {"s": {"url": "https://x.org/a.tsv"}},
+                      "datasets": {"d": {"corpus": {"source": "s", "format": "msmarco-tsv"}}},
+                      "annotation": {"annotator": "m", "dataset": "d"}, "llms": {"m": {"model": "x"}}})
+    assert c["results"] == "results" and c["seed"] == 42
+    assert c["training"]["passage_max_len"] == 140
+    assert c["llms"]["m"]["sampling"]["temperature"] == 0.0
+    assert c["annotation"]["prompts"]["utilsel"] == "prompts/utilsel.yaml"
+
+
+def _walk(schema, path="", required=()):
+    """Every property in the schema, with whether its parent lists it as required."""
+    for key, sub in schema.get("properties", {}).items():
+        yield f"{path}.{key}".lstrip("."), sub, key in schema.get("required", ())
+        yield from _walk(sub, f"{path}.{key}")
+    if isinstance(schema.get("additionalProperties"), dict):
+        yield from _walk(schema["additionalProperties"], f"{path}.*")
+    for name, sub in schema.get("$defs", {}).items():
+        yield from _walk(sub, f"$defs.{name}")
+
+
+def test_every_key_has_a_description_and_a_default_unless_required():
+    """A key without a default is required, or says why not (x-no-default)."""
+    schema = cfg.load_schema()
+    missing = []
+    for key, sub, required in _walk(schema):
+        if not sub.get("description"):
+            missing.append(f"{key}: no description")
+        if not required and "default" not in sub and "x-no-default" not in sub:
+            missing.append(f"{key}: no default")
+    assert not missing, "\n".join(missing)
+
+
+def mistake(mutate):
+    c = raw()
+    mutate(c)
+    with pytest.raises(ConfigError) as err:
+        cfg.validate(c)
+    return str(err.value)
+
+
+@pytest.mark.parametrize(
+    "mutate, expected",
+    [
+        (lambda c: c.update(resluts="x"), "unknown key 'resluts' (did you mean 'results'?)"),
+        (lambda c: c["training"].update(learning_rate="fast"), "'training.learning_rate': expected a number, got str"),
+        (lambda c: c["annotation"].update(order="random"), "'annotation.order': expected one of ['shuffle', 'positive_first']"),
+        (lambda c: c["experiments"]["tiny-human"].pop("loss"), "'experiments.tiny-human': missing required key(s) 'loss'"),
+        (lambda c: c["sources"]["beir-nq"].update(md5="abc"), "'sources.beir-nq.md5': 'abc' is not valid; expected 32 lower-case hex"),
+        (lambda c: c["annotation"].update(shards=0), "'annotation.shards': expected a value >= 1, got 0"),
+        (lambda c: c["experiments"]["tiny-human"].update(backbone="bert"), "'experiments.tiny-human.backbone': 'bert' is not defined in 'backbones'"),
+        (lambda c: c["datasets"]["msmarco"]["qrels"]["dev"].update(source="msmarco-qrels-dev"),
+         "'datasets.msmarco.qrels.dev.source': 'msmarco-qrels-dev' is not defined in 'sources'"),
+        (lambda c: c["sources"]["beir-nq"].update(url="https://x.org/nq.zip"), "'sources.beir-nq': give exactly one of 'url' or 'path'"),
+        (lambda c: c["experiments"]["tiny-utilrank"].update(labels="utilrank@0"), "'experiments.tiny-utilrank.labels': 'utilrank@0' is not valid"),
+        (lambda c: c["datasets"]["msmarco"]["corpus"].update(fromat="x"), "unknown key 'datasets.msmarco.corpus.fromat' (did you mean 'format'?)"),
+        (lambda c: c["datasets"]["dl19"]["corpus"].update(dataset="dl19"), "a dataset cannot take its corpus from itself"),
+        (lambda c: c["evaluation"]["datasets"].append("beir-fiqa"), "'evaluation.datasets.7': 'beir-fiqa' is not defined in 'datasets'"),
+        (lambda c: c["sources"].update(x={"url": "ftp://x.org/a"}), "'sources.x.url': 'ftp://x.org/a' is not valid"),
+        (lambda c: c["rag"]["generators"].append("gpt4"), "'rag.generators.1': 'gpt4' is not defined in 'llms'"),
+        (lambda c: c["training"].update(gpus=1.5), "'training.gpus': expected an integer, got float 1.5"),
+        (lambda c: c["datasets"].update({"bad name": {"beir": {"source": "beir-nq", "folder": "nq"}}}), "'datasets': 'bad name'"),
+        (lambda c: c["llms"]["tiny-qwen2"].update(engine="llamacpp"), "'llms.tiny-qwen2.engine': expected one of ['vllm', 'transformers', 'openai']"),
+        (lambda c: c["datasets"]["dl19"].update(corpus={"source": "dl19-qrels"}), "'datasets.dl19.corpus': missing required key 'format'"),
+    ],
+)
+def test_mistakes_name_the_key_and_what_was_expected(mutate, expected):
+    assert expected in mistake(mutate)
+
+
+def test_all_problems_are_reported_at_once():
+    def two(c):
+        c["training"]["epochs"] = "two"
+        c["annotation"]["window"] = 1
+    msg = mistake(two)
+    assert "2 problem(s)" in msg and "training.epochs" in msg and "annotation.window" in msg
+
+
+def test_load_rejects_non_mapping_and_bad_yaml(tmp_path):
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="expected a mapping at the top level"):
+        cfg.load(tmp_path / "list.yaml")
+    (tmp_path / "bad.yaml").write_text("a: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        cfg.load(tmp_path / "bad.yaml")
+
+
+def test_validation_does_not_alias_defaults():
+    a = cfg.validate(copy.deepcopy(raw()))
+    b = cfg.validate(copy.deepcopy(raw()))
+    a["training"]["retromae_recipe"]["epochs"] = 99
+    assert b["training"]["retromae_recipe"]["epochs"] == 4
+
+
+def test_plan_paths():
+    plan = Plan(cfg.load(TINY))
+    assert plan.downloads == "results-tiny/downloads"
+    assert plan.source_file("beir-nq") == "results-tiny/downloads/beir-nq/nq.zip"
+    assert plan.corpus_owner("dl19") == "msmarco"
+    targets = plan.data_targets()
+    assert "results-tiny/data/dl19/qrels-test.trec" in targets
+    assert "results-tiny/data/dl19/corpus.parquet" not in targets  # shares MS MARCO's
+    assert "results-tiny/data/beir-nq/answers-test.parquet" in targets
+    paper = Plan(cfg.load(PAPER))
+    assert paper.source_filename("tevatron-msmarco-train") == "train-tevatron.jsonl"
+    assert paper.source_file("dl19-qrels") == "downloads/dl19-qrels/2019qrels-pass.txt"
+    assert paper.table("beir-cqadupstack-tex", "qrels", "test")["member"] == "cqadupstack/tex/qrels/test.tsv"
