@@ -5,8 +5,9 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-# Another --configfile replaces the paper grid instead of being merged into it.
-if not config:
+# A --configfile (the tiny config, your own grid) replaces the paper grid instead of being merged into it;
+# --config KEY=VALUE still overrides single keys of whichever file is used.
+if not workflow.overwrite_configfiles:
 
     configfile: "config.yaml"
 

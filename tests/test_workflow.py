@@ -1,0 +1,116 @@
+"""The workflow as Snakemake sees it: lint, dry runs of both configs under both profiles, the tiny run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "tests" / "config" / "tiny.yaml"
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+
+# Jobs call `python`: the interpreter running the tests must come first on PATH (as `make` arranges).
+ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def snakemake(*args, cwd=REPO, check=True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), *args], cwd=cwd, text=True,
+                          capture_output=True, timeout=900, env=ENV)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.mark.parametrize("configfile", [None, TINY], ids=["paper", "tiny"])
+def test_lint_reports_nothing(configfile):
+    args = ["--lint"] + (["--configfile", str(TINY)] if configfile else [])
+    proc = snakemake(*args)
+    assert "Lints for" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("profile", ["local", "slurm"])
+@pytest.mark.parametrize("configfile", [None, TINY], ids=["paper", "tiny"])
+def test_dry_run_succeeds_under_each_profile(profile, configfile, capsys):
+    args = ["-n", "--profile", str(REPO / "profiles" / profile)] + (["--configfile", str(configfile)] if configfile else [])
+    start = time.perf_counter()
+    proc = snakemake(*args)
+    elapsed = time.perf_counter() - start
+    assert "Job stats:" in proc.stdout + proc.stderr
+    with capsys.disabled():  # the figure the issue asks for (under 10 s), recorded, not asserted
+        print(f"\n  dry run {'paper' if configfile is None else 'tiny'} / {profile}: {elapsed:.1f} s")
+
+
+def test_bad_config_fails_before_any_job(tmp_path):
+    bad = yaml.safe_load(TINY.read_text())
+    bad["training"]["learning_rate"] = "fast"
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    proc = snakemake("-n", "--configfile", str(path), check=False)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "config key 'training.learning_rate': expected a number, got str 'fast'" in out
+    assert "Job stats" not in out
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("tiny")
+    snakemake("--configfile", str(TINY), "--directory", str(work), "--cores", "2", "--profile",
+              str(REPO / "profiles" / "local"))
+    return work / "results-tiny"
+
+
+@pytest.mark.slow
+def test_tiny_world_converts_end_to_end(tiny_run):
+    data = tiny_run / "data"
+    corpus = pl.read_parquet(data / "msmarco" / "corpus.parquet")
+    assert corpus.columns == ["docid", "title", "text"] and corpus.height == 1200
+    pool = pl.read_parquet(data / "msmarco" / "train-pool.parquet")
+    assert pool.height == 64 and pool["negatives"].list.len().to_list() == [30] * 64
+    assert set(pool["negatives"].explode()) <= set(corpus["docid"])
+    dl19 = pl.read_parquet(data / "dl19" / "queries-test.parquet")
+    assert dl19.height == 8  # judged queries only
+    qrels = (data / "dl19" / "qrels-test.trec").read_text().splitlines()
+    assert {line.split()[3] for line in qrels} == {"0", "1", "2", "3"}  # graded
+    for name in ("beir-scifact", "beir-nq", "beir-hotpotqa", "beir-cqadupstack-android"):
+        assert pl.read_parquet(data / name / "queries-test.parquet").height == 24
+    assert 0 < pl.read_parquet(data / "beir-nq" / "answers-test.parquet").height < 24
+    assert pl.read_parquet(data / "beir-hotpotqa" / "answers-test.parquet").height == 24
+    answers = pl.read_parquet(data / "msmarco" / "answers-dev.parquet")
+    assert 0 < answers.height < 40 and "No Answer Present." not in answers["answers"].explode().to_list()
+    log = (tiny_run / "logs" / "corpus" / "msmarco.log").read_text()
+    assert "1200 lines in, 1200 rows out" in log
+
+
+@pytest.mark.slow
+def test_tiny_rerun_has_nothing_to_do(tiny_run):
+    proc = snakemake("-n", "--configfile", str(TINY), "--directory", str(tiny_run.parent))
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_a_corrupt_download_is_refused(tiny_run, tmp_path):
+    """A configured checksum that does not match stops the download rule; nothing under the final name."""
+    conf = yaml.safe_load(TINY.read_text())
+    conf["sources"]["beir-scifact"]["md5"] = "0" * 32
+    path = tmp_path / "tiny-md5.yaml"
+    path.write_text(yaml.safe_dump(conf))
+    work = tmp_path / "w"
+    shutil.copytree(tiny_run.parent, work, ignore=shutil.ignore_patterns(".snakemake"))
+    shutil.rmtree(work / "results-tiny" / "downloads" / "beir-scifact")
+    shutil.rmtree(work / "results-tiny" / "logs")
+    proc = snakemake("--configfile", str(path), "--directory", str(work), "--cores", "1",
+                     "results-tiny/downloads/beir-scifact/scifact.zip", check=False)
+    assert proc.returncode != 0
+    log = (work / "results-tiny" / "logs" / "download" / "beir-scifact" / "scifact.zip.log").read_text()
+    assert "md5 mismatch: expected 00000000000000000000000000000000" in log
+    assert not (work / "results-tiny" / "downloads" / "beir-scifact" / "scifact.zip").exists()
