@@ -1,9 +1,9 @@
 """Data stage: download/verify raw sources, generate the tiny world, convert raw tables to normalized ones.
 
-    python scripts/data.py download --url URL --dest FILE [--md5 X] [--sha256 Y]
-    python scripts/data.py corpus --raw FILE [--member M] --format F --out corpus.parquet
-    python scripts/data.py queries|qrels|answers|pool ...
-    python scripts/data.py tiny-world --out DIR [--seed N ...]
+python scripts/data.py download --url URL --dest FILE [--md5 X] [--sha256 Y]
+python scripts/data.py corpus --raw FILE [--member M] --format F --out corpus.parquet
+python scripts/data.py queries|qrels|answers|pool ...
+python scripts/data.py tiny-world --out DIR [--seed N ...]
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ def cli():
 
 
 raw_options = [
-    click.option("--raw", "raw", required=True, type=click.Path(dir_okay=False), help="Raw file (or archive)."),
+    click.option(
+        "--raw", "raw", required=True, type=click.Path(dir_okay=False), help="Raw file (or archive)."
+    ),
     click.option("--member", default=None, help="File inside the archive."),
 ]
 
@@ -57,7 +59,9 @@ def with_raw(fn):
 
 @cli.command("download")
 @click.option("--url", default=None, help="http(s):// or file:// URL.")
-@click.option("--path", "local", default=None, type=click.Path(dir_okay=False), help="Local file instead of a URL.")
+@click.option(
+    "--path", "local", default=None, type=click.Path(dir_okay=False), help="Local file instead of a URL."
+)
 @click.option("--dest", required=True, type=click.Path(dir_okay=False))
 @click.option("--md5", default=None)
 @click.option("--sha256", default=None)
@@ -83,7 +87,9 @@ def corpus_cmd(raw, member, fmt, out):
 @cli.command("queries")
 @with_raw
 @click.option("--format", "fmt", required=True, type=click.Choice(["msmarco-tsv", "beir-queries"]))
-@click.option("--judged-by", default=None, type=click.Path(dir_okay=False), help="Keep only queries in these qrels.")
+@click.option(
+    "--judged-by", default=None, type=click.Path(dir_okay=False), help="Keep only queries in these qrels."
+)
 @click.option("--out", required=True, type=click.Path(dir_okay=False))
 @_fail_cleanly
 def queries_cmd(raw, member, fmt, judged_by, out):
@@ -135,8 +141,15 @@ def pool_cmd(raw, member, fmt, out):
 def tiny_world_cmd(out, seed, topics, passages, train_queries, dev_queries, dl_queries, negatives, beir):
     """Write the deterministic synthetic tiny world in the official raw formats."""
     written = tinyworld.generate(
-        out, seed=seed, topics=topics, passages=passages, train_queries=train_queries, dev_queries=dev_queries,
-        dl_queries=dl_queries, negatives=negatives, beir=[b for b in beir.split(",") if b],
+        out,
+        seed=seed,
+        topics=topics,
+        passages=passages,
+        train_queries=train_queries,
+        dev_queries=dev_queries,
+        dl_queries=dl_queries,
+        negatives=negatives,
+        beir=[b for b in beir.split(",") if b],
     )
     log.info("tiny world: %d files under %s", len(written), out)
 

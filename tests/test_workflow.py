@@ -23,10 +23,18 @@ ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.envi
 
 
 def snakemake(*args, cwd=REPO, check=True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), *args], cwd=cwd, text=True,
-                          capture_output=True, timeout=900, env=ENV)
+    proc = subprocess.run(
+        [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), *args],
+        cwd=cwd,
+        text=True,
+        capture_output=True,
+        timeout=900,
+        env=ENV,
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
     return proc
 
 
@@ -40,7 +48,9 @@ def test_lint_reports_nothing(configfile):
 @pytest.mark.parametrize("profile", ["local", "slurm"])
 @pytest.mark.parametrize("configfile", [None, TINY], ids=["paper", "tiny"])
 def test_dry_run_succeeds_under_each_profile(profile, configfile, capsys):
-    args = ["-n", "--profile", str(REPO / "profiles" / profile)] + (["--configfile", str(configfile)] if configfile else [])
+    args = ["-n", "--profile", str(REPO / "profiles" / profile)] + (
+        ["--configfile", str(configfile)] if configfile else []
+    )
     start = time.perf_counter()
     proc = snakemake(*args)
     elapsed = time.perf_counter() - start
@@ -64,8 +74,16 @@ def test_bad_config_fails_before_any_job(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("tiny")
-    snakemake("--configfile", str(TINY), "--directory", str(work), "--cores", "2", "--profile",
-              str(REPO / "profiles" / "local"))
+    snakemake(
+        "--configfile",
+        str(TINY),
+        "--directory",
+        str(work),
+        "--cores",
+        "2",
+        "--profile",
+        str(REPO / "profiles" / "local"),
+    )
     return work / "results-tiny"
 
 
@@ -108,8 +126,16 @@ def test_a_corrupt_download_is_refused(tiny_run, tmp_path):
     shutil.copytree(tiny_run.parent, work, ignore=shutil.ignore_patterns(".snakemake"))
     shutil.rmtree(work / "results-tiny" / "downloads" / "beir-scifact")
     shutil.rmtree(work / "results-tiny" / "logs")
-    proc = snakemake("--configfile", str(path), "--directory", str(work), "--cores", "1",
-                     "results-tiny/downloads/beir-scifact/scifact.zip", check=False)
+    proc = snakemake(
+        "--configfile",
+        str(path),
+        "--directory",
+        str(work),
+        "--cores",
+        "1",
+        "results-tiny/downloads/beir-scifact/scifact.zip",
+        check=False,
+    )
     assert proc.returncode != 0
     log = (work / "results-tiny" / "logs" / "download" / "beir-scifact" / "scifact.zip.log").read_text()
     assert "md5 mismatch: expected 00000000000000000000000000000000" in log

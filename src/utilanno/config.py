@@ -87,7 +87,9 @@ def _message(err) -> str:
     v = err.validator
     if v == "type":
         expected = err.validator_value
-        expected = " or ".join(_TYPE_NAMES.get(t, t) for t in (expected if isinstance(expected, list) else [expected]))
+        expected = " or ".join(
+            _TYPE_NAMES.get(t, t) for t in (expected if isinstance(expected, list) else [expected])
+        )
         return f"config key '{key}': expected {expected}, got {_describe(err.instance)}"
     if v == "additionalProperties":
         known = sorted(err.schema.get("properties", {}))
@@ -117,7 +119,9 @@ def _message(err) -> str:
 def validate(config: dict, schema: dict | None = None) -> dict:
     """Validate `config` in place (filling defaults) and cross-check references; raise ConfigError."""
     schema = schema if schema is not None else load_schema()
-    errors = sorted(_Filling(schema).iter_errors(config), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
+    errors = sorted(
+        _Filling(schema).iter_errors(config), key=lambda e: (list(map(str, e.absolute_path)), e.validator)
+    )
     messages = list(dict.fromkeys(_message(e) for e in errors))
     if not messages:
         messages = _cross_check(config)
@@ -166,7 +170,7 @@ def _cross_check(config: dict) -> list[str]:
                     out.append(f"config key '{key}.dataset': a dataset cannot take its corpus from itself")
             else:
                 ref(f"{key}.source", table["source"], sources, "sources")
-        for split, table in ds.get("answers", {}).items():
+        for split in ds.get("answers", {}):
             if split not in ds.get("queries", {}) and "beir" not in ds:
                 out.append(f"config key 'datasets.{dname}.answers.{split}': no queries for split {split!r}")
     for group, members in config["evaluation"]["groups"].items():
@@ -184,7 +188,7 @@ def _cross_check(config: dict) -> list[str]:
             ref(f"experiments.{ename}.annotator", exp["annotator"], config["llms"], "llms")
     for i, gen in enumerate(config["rag"]["generators"]):
         ref(f"rag.generators.{i}", gen, config["llms"], "llms")
-    for name, rd in config["rag"]["datasets"].items():
+    for name in config["rag"]["datasets"]:
         ref(f"rag.datasets.{name}", name, datasets, "datasets")
     for i, exp in enumerate(config["rag"]["experiments"]):
         ref(f"rag.experiments.{i}", exp, config["experiments"], "experiments")
@@ -200,9 +204,16 @@ def expand_beir(ds: dict) -> dict:
     out = {k: v for k, v in ds.items() if k != "beir"}
     out["corpus"] = {"source": b["source"], "member": f"{folder}/corpus.jsonl", "format": "beir-corpus"}
     out["queries"] = {
-        split: {"source": b["source"], "member": f"{folder}/queries.jsonl", "format": "beir-queries", "judged_only": True}
+        split: {
+            "source": b["source"],
+            "member": f"{folder}/queries.jsonl",
+            "format": "beir-queries",
+            "judged_only": True,
+        }
     }
-    out["qrels"] = {split: {"source": b["source"], "member": f"{folder}/qrels/{split}.tsv", "format": "beir-qrels"}}
+    out["qrels"] = {
+        split: {"source": b["source"], "member": f"{folder}/qrels/{split}.tsv", "format": "beir-qrels"}
+    }
     return out
 
 

@@ -56,15 +56,22 @@ class Counts:
 
 def _parse_msmarco_tsv(block: pl.DataFrame, name: str, key: str, id_pattern: str) -> pl.DataFrame:
     rows = split_fields(block, name, [key, "text"])
-    check_ids(rows, key, name, id_pattern, "an id of digits" if id_pattern == DIGITS else "an id without spaces")
+    check_ids(
+        rows, key, name, id_pattern, "an id of digits" if id_pattern == DIGITS else "an id without spaces"
+    )
     return rows
+
+
+_JSON_TYPES = {pl.String: (str, "a string"), pl.List: (list, "a list"), pl.Struct: (dict, "an object")}
 
 
 def _json_rows(block: pl.DataFrame, name: str, schema: dict[str, pl.DataType]) -> pl.DataFrame:
     """Decode JSON lines into `schema` columns, falling back to per-line parsing to name a bad line."""
     blank = block["raw"].str.strip_chars() == ""
     if blank.any():
-        raise InputFormatError(name, int(block["line"][blank.arg_true()[0]]), "empty line, expected a JSON object")
+        raise InputFormatError(
+            name, int(block["line"][blank.arg_true()[0]]), "empty line, expected a JSON object"
+        )
     try:
         decoded = block["raw"].str.json_decode(pl.Struct(schema))
     except Exception:  # polars names no line: find it ourselves
@@ -72,9 +79,19 @@ def _json_rows(block: pl.DataFrame, name: str, schema: dict[str, pl.DataType]) -
             try:
                 obj = json.loads(raw)
             except json.JSONDecodeError as err:
-                raise InputFormatError(name, int(line), f"invalid JSON: {err.msg} at column {err.colno}") from None
+                raise InputFormatError(
+                    name, int(line), f"invalid JSON: {err.msg} at column {err.colno}"
+                ) from None
             if not isinstance(obj, dict):
-                raise InputFormatError(name, int(line), f"expected a JSON object, found {type(obj).__name__}")
+                found = type(obj).__name__
+                raise InputFormatError(name, int(line), f"expected a JSON object, found {found}") from None
+            for field, dtype in schema.items():
+                value, want = obj.get(field), _JSON_TYPES[dtype if isinstance(dtype, type) else type(dtype)]
+                if value is not None and not isinstance(value, want[0]):
+                    found = type(value).__name__
+                    raise InputFormatError(
+                        name, int(line), f"field {field!r} must be {want[1]}, found {found}"
+                    ) from None
         raise
     return block.select("line", decoded.alias("j")).unnest("j")
 
@@ -108,20 +125,24 @@ def _parse_beir_queries(block: pl.DataFrame, name: str) -> pl.DataFrame:
 
 
 def _duplicates(keys: pl.DataFrame, key: str, name: str) -> pl.Series:
-    """Given (key, line, h) rows, raise on a key seen with different content; return lines to drop."""
+    """Given (key, line, h) rows, raise on a key seen with different content; return lines to drop.
+
+    The error names the first line whose content differs from the key's first occurrence.
+    """
     dup = keys.filter(pl.col(key).is_duplicated())
     if dup.is_empty():
         return pl.Series("line", [], dtype=pl.UInt64)
-    conflicts = dup.group_by(key).agg(pl.col("h").n_unique().alias("variants"), pl.col("line").sort().alias("lines"))
-    bad = conflicts.filter(pl.col("variants") > 1).sort(pl.col("lines").list.first())
-    if not bad.is_empty():
-        row = bad.row(0, named=True)
-        lines = row["lines"]
+    first = dup.sort("line").group_by(key, maintain_order=True).first()
+    later = dup.join(first, on=key, suffix="_first").filter(pl.col("line") != pl.col("line_first"))
+    conflict = later.filter(pl.col("h") != pl.col("h_first")).sort("line")
+    if not conflict.is_empty():
+        row = conflict.row(0, named=True)
         raise InputFormatError(
-            name, int(lines[1]), f"duplicate {key} {row[key]!r} with different content (first at line {lines[0]})"
+            name,
+            int(row["line"]),
+            f"duplicate {key} {row[key]!r} with different content (first at line {row['line_first']})",
         )
-    first = dup.group_by(key).agg(pl.col("line").min())
-    return dup.join(first, on=key, suffix="_first").filter(pl.col("line") != pl.col("line_first"))["line"]
+    return later["line"]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -171,7 +192,13 @@ def _stream_to_parquet(path, member, name, parse, key, schema, out) -> Counts:
             if failure:
                 raise failure[0] from None
             raise
-        all_keys = pl.concat(keys) if keys else pl.DataFrame(schema={key: pl.String, "line": pl.UInt64, "h": pl.UInt64})
+        all_keys = (
+            pl.concat(keys)
+            if keys
+            else pl.DataFrame(schema={key: pl.String, "line": pl.UInt64, "h": pl.UInt64})
+        )
+        if all_keys.is_empty():
+            raise InputFormatError(name, None, "no rows: the file is empty")
         drop = _duplicates(all_keys, key, name)
         counts.rows_out = all_keys.height - drop.len()
         if drop.len():
@@ -195,7 +222,9 @@ def _drop_rows(parquet: Path, keys: pl.DataFrame, drop_lines: pl.Series) -> None
 # Small tables: queries, qrels, answers, pools (at most a few hundred MB; read whole).
 
 
-def _read_blocks(path, member, parse: Callable[[pl.DataFrame, str], pl.DataFrame]) -> tuple[pl.DataFrame, int, str]:
+def _read_blocks(
+    path, member, parse: Callable[[pl.DataFrame, str], pl.DataFrame]
+) -> tuple[pl.DataFrame, int, str]:
     name = display_name(path, member)
     parts, n = [], 0
     with open_raw(path, member) as fh:
@@ -205,9 +234,7 @@ def _read_blocks(path, member, parse: Callable[[pl.DataFrame, str], pl.DataFrame
     return (pl.concat(parts) if parts else None), n, name
 
 
-def convert_queries(
-    path, member, fmt: str, out, restrict_qrels: str | Path | None = None
-) -> Counts:
+def convert_queries(path, member, fmt: str, out, restrict_qrels: str | Path | None = None) -> Counts:
     """Raw queries (`msmarco-tsv` or `beir-queries`) -> queries-{split}.parquet (qid, text).
 
     With `restrict_qrels`, keep only queries judged in that qrels file (BEIR's queries.jsonl holds every
@@ -232,11 +259,15 @@ def convert_queries(
         missing = judged.filter(~judged.is_in(rows["qid"].implode()))
         if missing.len():
             raise InputFormatError(
-                name, None, f"{missing.len()} queries judged in {restrict_qrels} are missing, e.g. {missing.sort()[0]!r}"
+                name,
+                None,
+                f"{missing.len()} queries judged in {restrict_qrels} are missing, e.g. {missing.sort()[0]!r}",
             )
         before = rows.height
         rows = rows.filter(pl.col("qid").is_in(judged.implode()))
-        counts.notes.append(f"{before - rows.height} queries without judgments in {Path(restrict_qrels).name} left out")
+        counts.notes.append(
+            f"{before - rows.height} queries without judgments in {Path(restrict_qrels).name} left out"
+        )
     rows = rows.select("qid", "text")
     with atomic_path(out) as tmp:
         rows.write_parquet(tmp)
@@ -254,7 +285,9 @@ def _parse_beir_qrels(block: pl.DataFrame, name: str) -> pl.DataFrame:
     if block["line"][0] == 1:
         header = block["raw"][0].strip().split("\t")
         if header != ["query-id", "corpus-id", "score"]:
-            raise InputFormatError(name, 1, f"expected the header 'query-id<TAB>corpus-id<TAB>score', found {block['raw'][0]!r}")
+            raise InputFormatError(
+                name, 1, f"expected the header 'query-id<TAB>corpus-id<TAB>score', found {block['raw'][0]!r}"
+            )
         block = block.slice(1)
     rows = split_fields(block, name, ["qid", "docid", "rel"])
     return _typed_qrels(rows, name)
@@ -268,7 +301,7 @@ def _typed_qrels(rows: pl.DataFrame, name: str) -> pl.DataFrame:
 
 
 def convert_qrels(path, member, fmt: str, out) -> Counts:
-    """Raw qrels (`trec-qrels`: qid iter docid rel, whitespace; `beir-qrels`: TSV with header) -> TREC qrels."""
+    """Raw qrels (`trec-qrels`: qid iter docid rel, whitespace; `beir-qrels`: TSV, header) -> TREC qrels."""
     parsers = {"trec-qrels": _parse_trec_qrels, "beir-qrels": _parse_beir_qrels}
     if fmt not in parsers:
         raise ValueError(f"unknown qrels format {fmt!r} (expected one of {sorted(parsers)})")
@@ -321,7 +354,9 @@ def _parse_tevatron(block: pl.DataFrame, name: str) -> pl.DataFrame:
     for col in ("positive_passages", "negative_passages"):
         missing = rows[col].is_null()
         if missing.any():
-            raise InputFormatError(name, int(rows["line"][missing.arg_true()[0]]), f"missing list field {col!r}")
+            raise InputFormatError(
+                name, int(rows["line"][missing.arg_true()[0]]), f"missing list field {col!r}"
+            )
         ids = rows.select("line", pl.col(col).list.eval(pl.element().struct.field("docid")).alias("ids"))
         flat = ids.explode("ids").drop_nulls("ids")
         n_null = ids["ids"].list.eval(pl.element().is_null()).list.any()
@@ -358,29 +393,33 @@ def convert_pool(path, member, fmt: str, out) -> Counts:
     if drop.len():
         counts.notes.append(f"{drop.len()} identical duplicate queries removed")
         rows = rows.filter(~pl.col("line").is_in(drop.implode()))
-    dedup = rows.with_columns(
-        pl.col("positives").list.unique(maintain_order=True),
-        pl.col("negatives").list.unique(maintain_order=True),
-    ).with_columns(pl.col("negatives").list.set_difference(pl.col("positives")).alias("clean"))
-    # set_difference does not promise order: keep the file's order of negatives.
-    dedup = dedup.with_columns(
-        pl.col("negatives").list.eval(pl.element()).alias("negatives"),
-    )
-    clashes = (dedup["negatives"].list.len() - dedup["clean"].list.len()).sum()
+    # Keep the file's order of negatives; drop repeats and negatives that are positives of the same query.
+    positives, negatives, clashes, repeats, pos_repeats = [], [], 0, 0, 0
+    for pos, neg in zip(rows["positives"].to_list(), rows["negatives"].to_list(), strict=True):
+        unique_pos = list(dict.fromkeys(pos))
+        unique = list(dict.fromkeys(neg))
+        keep = [d for d in unique if d not in set(unique_pos)]
+        pos_repeats += len(pos) - len(unique_pos)
+        repeats += len(neg) - len(unique)
+        clashes += len(unique) - len(keep)
+        positives.append(unique_pos)
+        negatives.append(keep)
+    if pos_repeats:
+        counts.notes.append(f"{pos_repeats} repeated positives removed")
+    if repeats:
+        counts.notes.append(f"{repeats} repeated negatives removed")
     if clashes:
         counts.notes.append(f"{clashes} negatives that were also positives of their query removed")
-        dedup = dedup.with_columns(
-            pl.struct("negatives", "positives")
-            .map_elements(lambda r: [d for d in r["negatives"] if d not in set(r["positives"])], return_dtype=pl.List(pl.String))
-            .alias("negatives")
-        )
+    dedup = rows.with_columns(
+        pl.Series("positives", positives, dtype=pl.List(pl.String)),
+        pl.Series("negatives", negatives, dtype=pl.List(pl.String)),
+    )
     out_rows = dedup.select("qid", "query", "positives", "negatives")
     with atomic_path(out) as tmp:
         out_rows.write_parquet(tmp)
     counts.rows_out = out_rows.height
-    counts.notes.append(
-        f"{out_rows['positives'].list.len().sum()} positives, {out_rows['negatives'].list.len().sum()} negatives"
-    )
+    n_pos, n_neg = out_rows["positives"].list.len().sum(), out_rows["negatives"].list.len().sum()
+    counts.notes.append(f"{n_pos} positives, {n_neg} negatives")
     log.info("%s -> %s: %s", name, out, counts)
     return counts
 
@@ -412,7 +451,9 @@ def _load_json(path, member, name):
 def _answers_msmarco_qna(path, member, name, queries: pl.DataFrame, counts: Counts) -> dict[str, list[str]]:
     data = _load_json(path, member, name)
     if not isinstance(data, dict) or "query_id" not in data or "answers" not in data:
-        raise InputFormatError(name, None, "expected the QnA v2.1 layout: an object with 'query_id' and 'answers' columns")
+        raise InputFormatError(
+            name, None, "expected the QnA v2.1 layout: an object with 'query_id' and 'answers' columns"
+        )
     out: dict[str, list[str]] = {}
     for row, qid in data["query_id"].items():
         answers = data["answers"].get(row)
@@ -435,7 +476,9 @@ def _answers_nq_open(path, member, name, queries: pl.DataFrame, counts: Counts) 
                 if not answers:
                     raise InputFormatError(name, int(line), "'answer' must be a non-empty list of strings")
                 counts.lines_in += 1
-                by_text.setdefault(normalize_question(q), []).extend(a for a in answers if a not in by_text.get(normalize_question(q), []))
+                by_text.setdefault(normalize_question(q), []).extend(
+                    a for a in answers if a not in by_text.get(normalize_question(q), [])
+                )
     out = {}
     for qid, text in queries.select("qid", "text").iter_rows():
         hit = by_text.get(normalize_question(text))
@@ -450,15 +493,25 @@ def _answers_hotpotqa(path, member, name, queries: pl.DataFrame, counts: Counts)
         raise InputFormatError(name, None, "expected a JSON list of HotpotQA examples")
     out = {}
     for i, ex in enumerate(data):
-        if not isinstance(ex, dict) or not isinstance(ex.get("_id"), str) or not isinstance(ex.get("answer"), str):
-            raise InputFormatError(name, None, f"example {i}: expected an object with string '_id' and 'answer'")
+        if (
+            not isinstance(ex, dict)
+            or not isinstance(ex.get("_id"), str)
+            or not isinstance(ex.get("answer"), str)
+        ):
+            raise InputFormatError(
+                name, None, f"example {i}: expected an object with string '_id' and 'answer'"
+            )
         counts.lines_in += 1
         if ex["answer"].strip():
             out[ex["_id"]] = [ex["answer"].strip()]
     return out
 
 
-ANSWER_FORMATS = {"msmarco-qna": _answers_msmarco_qna, "nq-open": _answers_nq_open, "hotpotqa": _answers_hotpotqa}
+ANSWER_FORMATS = {
+    "msmarco-qna": _answers_msmarco_qna,
+    "nq-open": _answers_nq_open,
+    "hotpotqa": _answers_hotpotqa,
+}
 
 
 def convert_answers(path, member, fmt: str, queries_path, out) -> Counts:
@@ -472,12 +525,18 @@ def convert_answers(path, member, fmt: str, queries_path, out) -> Counts:
     queries = pl.read_parquet(queries_path)
     counts = Counts()
     found = ANSWER_FORMATS[fmt](path, member, name, queries, counts)
-    rows = queries.select("qid").filter(pl.col("qid").is_in(list(found))).with_columns(
-        pl.col("qid").replace_strict(found, return_dtype=pl.List(pl.String)).alias("answers")
-    ) if found else pl.DataFrame(schema={"qid": pl.String, "answers": pl.List(pl.String)})
+    rows = (
+        queries.select("qid")
+        .filter(pl.col("qid").is_in(list(found)))
+        .with_columns(pl.col("qid").replace_strict(found, return_dtype=pl.List(pl.String)).alias("answers"))
+        if found
+        else pl.DataFrame(schema={"qid": pl.String, "answers": pl.List(pl.String)})
+    )
     with atomic_path(out) as tmp:
         rows.write_parquet(tmp)
     counts.rows_out = rows.height
-    counts.notes.append(f"{queries.height - rows.height} of {queries.height} queries have no answer and are left out")
+    counts.notes.append(
+        f"{queries.height - rows.height} of {queries.height} queries have no answer and are left out"
+    )
     log.info("%s -> %s: %s", name, out, counts)
     return counts

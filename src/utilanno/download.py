@@ -106,9 +106,12 @@ def _http_resumable(url: str, part: Path, retries: int, timeout: float) -> None:
                     have = 0
                 total = resp.headers.get("Content-Length")
                 total = int(total) + have if total is not None else None
-                with open(part, "ab" if have else "wb") as fh, tqdm(
-                    total=total, initial=have, unit="B", unit_scale=True, desc=part.name, mininterval=5
-                ) as bar:
+                with (
+                    open(part, "ab" if have else "wb") as fh,
+                    tqdm(
+                        total=total, initial=have, unit="B", unit_scale=True, desc=part.name, mininterval=5
+                    ) as bar,
+                ):
                     while block := resp.read(CHUNK):
                         fh.write(block)
                         bar.update(len(block))
@@ -125,7 +128,11 @@ def _http_resumable(url: str, part: Path, retries: int, timeout: float) -> None:
             failure = err
         attempt += 1
         if attempt > retries:
-            raise RuntimeError(f"{url}: giving up after {retries} retries ({failure}); rerun to resume") from None
+            raise RuntimeError(
+                f"{url}: giving up after {retries} retries ({failure}); rerun to resume"
+            ) from None
         wait = min(60, 2**attempt)
-        log.warning("%s: %s; retrying in %d s (attempt %d of %d), resuming", url, failure, wait, attempt, retries)
+        log.warning(
+            "%s: %s; retrying in %d s (attempt %d of %d), resuming", url, failure, wait, attempt, retries
+        )
         time.sleep(wait)

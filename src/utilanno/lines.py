@@ -16,8 +16,9 @@ from .errors import InputFormatError
 BLOCK_BYTES = 32 << 20
 
 
-def iter_line_blocks(stream: BinaryIO, name: str, block_bytes: int = BLOCK_BYTES) -> Iterator[pl.DataFrame]:
+def iter_line_blocks(stream: BinaryIO, name: str, block_bytes: int | None = None) -> Iterator[pl.DataFrame]:
     """Yield frames with columns `line` (u64, 1-based) and `raw` (str, without the newline)."""
+    block_bytes = block_bytes or BLOCK_BYTES
     first_line = 1
     carry = b""
     while True:
@@ -42,9 +43,11 @@ def _frame(body: bytes, first_line: int, name: str) -> pl.DataFrame:
         text = body.decode("utf-8")
     except UnicodeDecodeError as err:
         line = first_line + body.count(b"\n", 0, err.start)
-        raise InputFormatError(name, line, f"not valid UTF-8 ({err.reason} at byte {body[err.start:err.start + 1]!r})") from None
-    if "\r" in text:
-        text = text.replace("\r\n", "\n")
+        raise InputFormatError(
+            name, line, f"not valid UTF-8 ({err.reason} at byte {body[err.start : err.start + 1]!r})"
+        ) from None
+    if "\r" in text:  # CRLF files; a block ends just before a '\n', so its last line may end in '\r'
+        text = text.replace("\r\n", "\n").removesuffix("\r")
     lines = text.split("\n")
     return pl.DataFrame(
         {
@@ -96,7 +99,9 @@ def check_ids(frame: pl.DataFrame, column: str, name: str, pattern: str, what: s
     ok = frame[column].str.contains(f"^(?:{pattern})$")
     if not ok.all():
         i = (~ok).arg_true()[0]
-        raise InputFormatError(name, int(frame["line"][i]), f"bad {column} {frame[column][i]!r}: expected {what}")
+        raise InputFormatError(
+            name, int(frame["line"][i]), f"bad {column} {frame[column][i]!r}: expected {what}"
+        )
 
 
 def _sep_name(sep: str) -> str:

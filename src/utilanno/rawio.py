@@ -35,7 +35,9 @@ def open_raw(path: str | Path, member: str | None = None) -> Iterator[BinaryIO]:
         raise InputFormatError(str(path), None, "file does not exist")
     if member is None:
         if is_archive(path):
-            raise InputFormatError(str(path), None, "is an archive: name the member to read ('member:' in config)")
+            raise InputFormatError(
+                str(path), None, "is an archive: name the member to read ('member:' in config)"
+            )
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as fh:
             yield fh
@@ -52,7 +54,7 @@ def open_raw(path: str | Path, member: str | None = None) -> Iterator[BinaryIO]:
                 yield _maybe_gunzip(fh, member)
         return
     if is_archive(path):
-        # Stream mode ("r|*") reads the archive once, front to back: members are found without a seekable index.
+        # Stream mode ("r|*") reads the archive once, front to back, without a seekable index.
         with tarfile.open(path, mode="r|*") as tf:
             seen = []
             for info in tf:
@@ -64,7 +66,9 @@ def open_raw(path: str | Path, member: str | None = None) -> Iterator[BinaryIO]:
                 if len(seen) < 5:
                     seen.append(name)
             raise InputFormatError(str(path), None, f"archive has no member {member!r} (has e.g. {seen})")
-    raise InputFormatError(str(path), None, f"member {member!r} given, but the file is not a .tar.gz/.tgz/.tar/.zip")
+    raise InputFormatError(
+        str(path), None, f"member {member!r} given, but the file is not a .tar.gz/.tgz/.tar/.zip"
+    )
 
 
 def _maybe_gunzip(fh: BinaryIO, member: str) -> BinaryIO:

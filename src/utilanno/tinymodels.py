@@ -339,21 +339,37 @@ def _gguf_chat_template(gguf_path: Path) -> str | None:
 def export_gguf(gguf_path: str | Path, out_dir: str | Path, dtype: str = "bfloat16") -> Path:
     """Dequantize a GGUF checkpoint into a plain safetensors folder.
 
-    vLLM and transformers then load it without the `gguf` package or a GGUF-aware quantizer: the quantizer is
-    dropped and the config forgets it, so the folder looks like any float checkpoint.
+    vLLM and transformers then load it without `gguf`, `accelerate` or a GGUF-aware quantizer. transformers 5
+    would keep the weights packed in GGUF blocks wherever a matmul kernel is available (it depends on the
+    machine), so dequantizing is asked for explicitly; the quantizer is then dropped and the config forgets
+    it, and the folder looks like any float checkpoint.
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     gguf_path = Path(gguf_path)
-    if importlib.util.find_spec("gguf") is None:
-        raise ModuleNotFoundError(f"reading {gguf_path.name} needs the `gguf` package: `pip install gguf`")
+    missing = [pkg for pkg in ("gguf", "accelerate") if importlib.util.find_spec(pkg) is None]
+    if missing:
+        raise ModuleNotFoundError(
+            f"transformers reads {gguf_path.name} only with {' and '.join(missing)} installed: "
+            f"pip install {' '.join(missing)}"
+        )
+    if not gguf_path.is_file():
+        raise FileNotFoundError(f"no GGUF file at {gguf_path}")
     folder, name = gguf_path.parent, gguf_path.name
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=getattr(torch, dtype))
+        model = AutoModelForCausalLM.from_pretrained(
+            folder,
+            gguf_file=name,
+            dtype=getattr(torch, dtype),
+            quantization_config=GgufConfig(gguf_file=name, dequantize=True),
+        )
     except Exception as exc:
-        raise RuntimeError(f"transformers could not load the GGUF checkpoint {gguf_path}: {exc}") from exc
+        raise RuntimeError(
+            f"transformers could not load the GGUF checkpoint {gguf_path} "
+            f"({type(exc).__name__}: {exc}); the file may be truncated or of an unsupported architecture"
+        ) from exc
     if not getattr(tokenizer, "chat_template", None):
         template = _gguf_chat_template(gguf_path)
         if not template:
@@ -366,7 +382,25 @@ def export_gguf(gguf_path: str | Path, out_dir: str | Path, dtype: str = "bfloat
     out = _fresh_dir(out_dir)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    _portable_tokenizer_config(out / "tokenizer_config.json", model.config.max_position_embeddings)
     return out
+
+
+def _portable_tokenizer_config(path: Path, max_length: int) -> None:
+    """Make a GGUF-derived tokenizer config loadable by transformers 4 (vLLM) as well as 5.
+
+    transformers 5 names the generic class `TokenizersBackend`, which 4.x does not know, and records where it
+    was loaded from (`is_local`, `local_files_only`); `PreTrainedTokenizerFast` reads tokenizer.json as it is
+    in both. GGUF has no maximum length for the tokenizer, so the model's context length stands in.
+    """
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if config.get("tokenizer_class") in (None, "TokenizersBackend"):
+        config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    for key in ("is_local", "local_files_only", "_commit_hash", "name_or_path"):
+        config.pop(key, None)
+    if config.get("model_max_length", 0) > 10**9:
+        config["model_max_length"] = max_length
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def export_smollm2(out_dir: str | Path, dtype: str = "bfloat16") -> Path | None:

@@ -12,7 +12,7 @@ Files (relative to the output folder), named as the official downloads:
   msmarco/train-tevatron.jsonl         query_id, query, positive_passages, negative_passages
   msmarco/dev_v2.1.json.gz             MS MARCO QnA v2.1 layout (column-oriented JSON)
   trec/msmarco-test20{19,20}-queries.tsv.gz, trec/20{19,20}qrels-pass.txt (graded 0-3, space-separated)
-  beir/<name>.zip                      <name>/corpus.jsonl, queries.jsonl, qrels/test.tsv (cqadupstack: subforums)
+  beir/<name>.zip <name>/corpus.jsonl, queries.jsonl, qrels/test.tsv (cqadupstack: forums)
   nq/NQ-open.dev.jsonl                 {"question", "answer": [...]}
   hotpotqa/hotpot_dev_distractor_v1.json
 """
@@ -31,7 +31,18 @@ from pathlib import Path
 from .atomic import atomic_path
 
 SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"] + ["qu" + v for v in "aei"]
-RELATIONS = ["capital", "color", "inventor", "height", "origin", "founder", "symbol", "season", "river", "author"]
+RELATIONS = [
+    "capital",
+    "color",
+    "inventor",
+    "height",
+    "origin",
+    "founder",
+    "symbol",
+    "season",
+    "river",
+    "author",
+]
 FILLER = (
     "the a of and in is was for on with as by from that this which are it its an be at or has have "
     "about also known many most often some such used very well when where while after before during"
@@ -104,10 +115,22 @@ class World:
         keys = [self.spare.pop() for _ in range(2)]
         relation = rng.choice(RELATIONS)
         answer = self.spare.pop()
-        body = [rng.choice(self.topic_words[topic]) if rng.random() < 0.45 else rng.choice(FILLER + self.common) for _ in range(rng.randint(18, 40))]
+        body = [
+            rng.choice(self.topic_words[topic]) if rng.random() < 0.45 else rng.choice(FILLER + self.common)
+            for _ in range(rng.randint(18, 40))
+        ]
         fact = f"the {relation} of {keys[0]} {keys[1]} is {answer}"
         cut = rng.randint(0, len(body))
-        text = " ".join(body[:cut]) + (" " if cut else "") + fact + ". " + " ".join(body[cut:]) + " " + " ".join(keys) + "."
+        text = (
+            " ".join(body[:cut])
+            + (" " if cut else "")
+            + fact
+            + ". "
+            + " ".join(body[cut:])
+            + " "
+            + " ".join(keys)
+            + "."
+        )
         title = " ".join(rng.sample(self.topic_words[topic], 2))
         return Passage(str(7000000 + i * 3), topic, keys, relation, answer, text.strip(), title)
 
@@ -126,9 +149,17 @@ class World:
         return picked + self.rng.sample(other, n - len(picked))
 
 
-def generate(out: str | Path, seed: int = 0, topics: int = 24, passages: int = 1200, train_queries: int = 64,
-             dev_queries: int = 40, dl_queries: int = 8, negatives: int = 30,
-             beir: list[str] | tuple[str, ...] = ("scifact", "nq", "hotpotqa", "cqadupstack")) -> list[Path]:
+def generate(
+    out: str | Path,
+    seed: int = 0,
+    topics: int = 24,
+    passages: int = 1200,
+    train_queries: int = 64,
+    dev_queries: int = 40,
+    dl_queries: int = 8,
+    negatives: int = 30,
+    beir: list[str] | tuple[str, ...] = ("scifact", "nq", "hotpotqa", "cqadupstack"),
+) -> list[Path]:
     """Write the tiny world under `out`; returns the files written (see `files`)."""
     out = Path(out)
     w = World(seed, topics, passages)
@@ -153,33 +184,64 @@ def generate(out: str | Path, seed: int = 0, topics: int = 24, passages: int = 1
     collection = "".join(f"{p.pid}\t{p.text}\n" for p in w.passages)
     train_q = [(str(100000 + i), w.question(p, i), p) for i, p in enumerate(train)]
     dev_q = [(str(500000 + i), w.question(p, i), p) for i, p in enumerate(dev)]
-    dev_extra = [(str(600000 + i), w.question(w.passages[order[-1 - i]], i + 1), None) for i in range(dev_queries // 2)]
+    dev_extra = [
+        (str(600000 + i), w.question(w.passages[order[-1 - i]], i + 1), None) for i in range(dev_queries // 2)
+    ]
     tsv = lambda rows: "".join(f"{qid}\t{text}\n" for qid, text, *_ in rows)  # noqa: E731
     qrels = lambda rows: "".join(f"{qid}\t0\t{p.pid}\t1\n" for qid, _, p in rows)  # noqa: E731
-    put("msmarco/collectionandqueries.tar.gz", _tar({
-        "collection.tsv": collection,
-        "queries.dev.small.tsv": tsv(dev_q),
-        "qrels.dev.small.tsv": qrels(dev_q),
-        "queries.eval.small.tsv": tsv(dev_extra),
-    }))
-    put("msmarco/queries.tar.gz", _tar({
-        "queries.train.tsv": tsv(train_q),
-        "queries.dev.tsv": tsv(dev_q + dev_extra),
-        "queries.eval.tsv": tsv(dev_extra),
-    }))
+    put(
+        "msmarco/collectionandqueries.tar.gz",
+        _tar(
+            {
+                "collection.tsv": collection,
+                "queries.dev.small.tsv": tsv(dev_q),
+                "qrels.dev.small.tsv": qrels(dev_q),
+                "queries.eval.small.tsv": tsv(dev_extra),
+            }
+        ),
+    )
+    put(
+        "msmarco/queries.tar.gz",
+        _tar(
+            {
+                "queries.train.tsv": tsv(train_q),
+                "queries.dev.tsv": tsv(dev_q + dev_extra),
+                "queries.eval.tsv": tsv(dev_extra),
+            }
+        ),
+    )
     put("msmarco/qrels.train.tsv", qrels(train_q).encode())
     lines = []
     for qid, text, p in train_q:
         negs = w.same_topic(p, negatives)
         enc = lambda q: {"docid": q.pid, "title": q.title, "text": q.text}  # noqa: E731
-        lines.append(json.dumps({"query_id": qid, "query": text, "positive_passages": [enc(p)],
-                                 "negative_passages": [enc(q) for q in negs]}))
+        lines.append(
+            json.dumps(
+                {
+                    "query_id": qid,
+                    "query": text,
+                    "positive_passages": [enc(p)],
+                    "negative_passages": [enc(q) for q in negs],
+                }
+            )
+        )
     put("msmarco/train-tevatron.jsonl", ("\n".join(lines) + "\n").encode())
-    qna = {"answers": {}, "passages": {}, "query": {}, "query_id": {}, "query_type": {}, "wellFormedAnswers": {}}
+    qna = {
+        "answers": {},
+        "passages": {},
+        "query": {},
+        "query_id": {},
+        "query_type": {},
+        "wellFormedAnswers": {},
+    }
     for row, (qid, text, p) in enumerate(dev_q + dev_extra):
         has = p is not None and row % 7 != 3  # some dev queries have no answer, as in the real file
-        qna["answers"][str(row)] = [f"The {p.relation} of {p.keys[0]} {p.keys[1]} is {p.answer}."] if has else ["No Answer Present."]
-        qna["passages"][str(row)] = [{"is_selected": 1, "passage_text": p.text if p else "", "url": "http://example.org/"}]
+        qna["answers"][str(row)] = (
+            [f"The {p.relation} of {p.keys[0]} {p.keys[1]} is {p.answer}."] if has else ["No Answer Present."]
+        )
+        qna["passages"][str(row)] = [
+            {"is_selected": 1, "passage_text": p.text if p else "", "url": "http://example.org/"}
+        ]
         qna["query"][str(row)] = text
         qna["query_id"][str(row)] = int(qid)
         qna["query_type"][str(row)] = "DESCRIPTION"
@@ -190,7 +252,9 @@ def generate(out: str | Path, seed: int = 0, topics: int = 24, passages: int = 1
     for year, judged in dl.items():
         base = 1000000 + year * 100
         qs = [(str(base + i), w.question(p, i + 1), p) for i, p in enumerate(judged)]
-        unjudged = [(str(base + 50 + i), w.question(w.passages[order[-20 - i]], i), None) for i in range(dl_queries)]
+        unjudged = [
+            (str(base + 50 + i), w.question(w.passages[order[-20 - i]], i), None) for i in range(dl_queries)
+        ]
         put(f"trec/msmarco-test{year}-queries.tsv.gz", _gz(tsv(qs + unjudged).encode()))
         rows = []
         for qid, _, p in qs:
@@ -203,10 +267,20 @@ def generate(out: str | Path, seed: int = 0, topics: int = 24, passages: int = 1
     for name in beir:
         folders = [f"cqadupstack/{f}" for f in CQA_FORUMS] if name == "cqadupstack" else [name]
         members = {}
-        for k, folder in enumerate(folders):
+        for folder in folders:
             sub = World(seed * 1000 + hash_name(folder), max(4, topics // 4), 160)
-            corpus = "".join(json.dumps({"_id": f"{folder.split('/')[-1][:3]}{i}", "title": p.title, "text": p.text,
-                                         "metadata": {}}) + "\n" for i, p in enumerate(sub.passages))
+            corpus = "".join(
+                json.dumps(
+                    {
+                        "_id": f"{folder.split('/')[-1][:3]}{i}",
+                        "title": p.title,
+                        "text": p.text,
+                        "metadata": {},
+                    }
+                )
+                + "\n"
+                for i, p in enumerate(sub.passages)
+            )
             picks = list(range(len(sub.passages)))
             sub.rng.shuffle(picks)
             queries, test, train_rows = [], [], []
@@ -217,24 +291,45 @@ def generate(out: str | Path, seed: int = 0, topics: int = 24, passages: int = 1
                 queries.append({"_id": qid, "text": sub.question(p, j), "metadata": meta, "_p": p, "_i": i})
                 rows = train_rows if j >= 24 else test
                 rows.append(f"{qid}\t{folder.split('/')[-1][:3]}{i}\t1")
-                if j % 3 == 0 and j < 24:  # a second judged passage (also graded 0 rows, as in some BEIR sets)
+                if (
+                    j % 3 == 0 and j < 24
+                ):  # a second judged passage (also graded 0 rows, as in some BEIR sets)
                     other = sub.same_topic(p, 1)[0]
                     rows.append(f"{qid}\t{folder.split('/')[-1][:3]}{sub.passages.index(other)}\t0")
             members[f"{folder}/corpus.jsonl"] = corpus
             members[f"{folder}/queries.jsonl"] = "".join(
-                json.dumps({k2: v for k2, v in q.items() if k2 not in ("_p", "_i")}) + "\n" for q in queries)
+                json.dumps({k2: v for k2, v in q.items() if k2 not in ("_p", "_i")}) + "\n" for q in queries
+            )
             members[f"{folder}/qrels/test.tsv"] = "query-id\tcorpus-id\tscore\n" + "\n".join(test) + "\n"
             if name != "cqadupstack":
-                members[f"{folder}/qrels/train.tsv"] = "query-id\tcorpus-id\tscore\n" + "\n".join(train_rows) + "\n"
+                members[f"{folder}/qrels/train.tsv"] = (
+                    "query-id\tcorpus-id\tscore\n" + "\n".join(train_rows) + "\n"
+                )
             if name == "nq":
-                # NQ-open: lower case, no '?'; covers about two thirds of the BEIR-NQ test queries plus others.
-                nq = [{"question": q["text"], "answer": [q["_p"].answer]} for j, q in enumerate(queries[:24]) if j % 3 != 2]
-                nq += [{"question": f"who wrote {sub.spare[-1 - j]}", "answer": [sub.spare[-10 - j]]} for j in range(5)]
+                # NQ-open: lower case, no '?'; covers two thirds of the BEIR-NQ test queries, plus others.
+                nq = [
+                    {"question": q["text"], "answer": [q["_p"].answer]}
+                    for j, q in enumerate(queries[:24])
+                    if j % 3 != 2
+                ]
+                nq += [
+                    {"question": f"who wrote {sub.spare[-1 - j]}", "answer": [sub.spare[-10 - j]]}
+                    for j in range(5)
+                ]
                 put("nq/NQ-open.dev.jsonl", "".join(json.dumps(x) + "\n" for x in nq).encode())
             if name == "hotpotqa":
-                hp = [{"_id": q["_id"], "question": q["text"], "answer": q["_p"].answer,
-                       "supporting_facts": [[q["_p"].title, 0]], "context": [[q["_p"].title, [q["_p"].text]]],
-                       "type": "bridge", "level": "easy"} for q in queries[:24]]
+                hp = [
+                    {
+                        "_id": q["_id"],
+                        "question": q["text"],
+                        "answer": q["_p"].answer,
+                        "supporting_facts": [[q["_p"].title, 0]],
+                        "context": [[q["_p"].title, [q["_p"].text]]],
+                        "type": "bridge",
+                        "level": "easy",
+                    }
+                    for q in queries[:24]
+                ]
                 put("hotpotqa/hotpot_dev_distractor_v1.json", json.dumps(hp).encode())
         put(f"beir/{name}.zip", _zip(members))
     return written
