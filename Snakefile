@@ -14,17 +14,27 @@ if not workflow.overwrite_configfiles:
 
 include: "rules/common.smk"
 include: "rules/data.smk"
+include: "rules/models.smk"
+include: "rules/pool.smk"
+include: "rules/annotate.smk"
 
 
 localrules:
     all,
     data_only,
+    annotate_only,
 
 
 rule all:
     default_target: True
     input:
         PLAN.data_targets(),
+        PLAN.annotation_targets(),
+
+
+rule annotate_only:
+    input:
+        PLAN.annotation_targets(),
 
 
 rule data_only:

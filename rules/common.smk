@@ -1,6 +1,8 @@
 # Shared setup of every stage: validate the config first, then expose the plan (paths, targets) to rules.
 # Helpers live in the library (src/utilanno/plan.py) so that tests import them without Snakemake.
+import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -63,3 +65,30 @@ def _format(kind):
 def _judged_by(wc):
     table = PLAN.table(wc.dataset, "queries", wc.split)
     return [f"{RESULTS}/data/{wc.dataset}/qrels-{wc.split}.trec"] if table.get("judged_only") else []
+
+
+wildcard_constraints:
+    annotator=r"[A-Za-z0-9][A-Za-z0-9._-]*",
+    step=r"relsel|pseudo_answer|utilsel|utilrank",
+    k=r"\d+",
+
+
+# Helpers of the LLM stages.
+def prompt_file(step):
+    """A prompt path from config, relative to the workflow's folder unless absolute."""
+    path = Path(config["annotation"]["prompts"][step])
+    return str(path) if path.is_absolute() else os.path.relpath(Path(workflow.basedir) / path)
+
+
+def llm_arg(name):
+    """The llms.<name> entry as one shell-quoted JSON argument."""
+    return shlex.quote(json.dumps(PLAN.llm(name), sort_keys=True))
+
+
+def llm_threads(name):
+    # vLLM on GPUs needs a few CPU threads; tiny CPU models run fastest on one thread.
+    return 4 if PLAN.llm(name)["gpus"] > 0 else 1
+
+
+def llm_mem_mb(name, attempt):
+    return (32000 if PLAN.llm(name)["gpus"] > 0 else 4000) * attempt

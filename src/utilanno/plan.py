@@ -76,5 +76,54 @@ class Plan:
                 out.append(f"{d}/train-pool.parquet")
         return out
 
+    # -- models ------------------------------------------------------------------------------------------
+    def resolve(self, path: str) -> str:
+        return path.replace("{results}", self.results)
+
+    def llm(self, name: str) -> dict:
+        llm = dict(self.config["llms"][name])
+        llm["model"] = self.resolve(llm["model"])
+        return llm
+
+    def model_inputs(self, model: str) -> list[str]:
+        """A model folder the workflow builds (tiny and exported models) is an input; a hub id is not."""
+        model = self.resolve(model)
+        return [model] if model.startswith(f"{self.results}/models/") else []
+
+    # -- annotation -------------------------------------------------------------------------------------
+    LLM_LABELS = ("relsel", "utilsel", "union")
+
+    def annotators(self) -> list[str]:
+        """The main annotator and every annotator an experiment takes LLM labels from."""
+        main = self.config["annotation"]["annotator"]
+        names = {main}
+        for exp in self.config["experiments"].values():
+            if exp["labels"].startswith(self.LLM_LABELS + ("utilrank",)):
+                names.add(exp.get("annotator", main))
+        return sorted(names)
+
+    def pool_shards(self) -> list[str]:
+        ds = self.config["annotation"]["dataset"]
+        return [
+            f"{self.results}/pool/{ds}/shard-{k}.parquet" for k in range(self.config["annotation"]["shards"])
+        ]
+
+    def annotation_dir(self, annotator: str, step: str) -> str:
+        return f"{self.results}/annotate/{annotator}/{step}"
+
+    def annotation_shards(self, annotator: str, step: str) -> list[str]:
+        d = self.annotation_dir(annotator, step)
+        return [f"{d}/shard-{k}.jsonl" for k in range(self.config["annotation"]["shards"])]
+
+    def annotation_targets(self) -> list[str]:
+        from .annotate import STEPS
+
+        return [
+            f"{self.annotation_dir(a, s)}/{f}"
+            for a in self.annotators()
+            for s in STEPS
+            for f in ("merged.parquet", "stats.json")
+        ]
+
     def split_names(self, kind: str) -> list[str]:
         return sorted({s for ds in self.datasets.values() for s in ds.get(kind, {})})

@@ -117,7 +117,7 @@ class World:
         answer = self.spare.pop()
         body = [
             rng.choice(self.topic_words[topic]) if rng.random() < 0.45 else rng.choice(FILLER + self.common)
-            for _ in range(rng.randint(18, 40))
+            for _ in range(rng.randint(8, 18))
         ]
         fact = f"the {relation} of {keys[0]} {keys[1]} is {answer}"
         cut = rng.randint(0, len(body))

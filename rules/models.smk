@@ -1,0 +1,27 @@
+# Models the workflow builds itself: tiny random models for tests and the tiny config, and the real small
+# models exported from registry packages. Config entries point at them as "{results}/models/<name>".
+
+MODEL_BUILDERS = {"tiny-qwen2": "tiny-qwen2", "tiny-bert": "tiny-bert", "smollm2-135m": "smollm2", "minilm": "minilm"}
+
+
+localrules:
+    build_model,
+
+
+rule build_model:
+    input:
+        script=script("models.py"),
+    output:
+        directory(f"{RESULTS}/models/{{model}}"),
+    params:
+        builder=lambda wc: MODEL_BUILDERS[wc.model],
+    log:
+        f"{LOGS}/build_model/{{model}}.log",
+    wildcard_constraints:
+        model="|".join(MODEL_BUILDERS),
+    conda:
+        "../envs/llm.yaml"
+    container:
+        config["containers"]["llm"]
+    shell:
+        "python '{input.script}' {params.builder} '{output}' > {log} 2>&1"

@@ -1,0 +1,137 @@
+"""Annotation stage: pools, one LLM step on one shard, merging shards with statistics.
+
+python scripts/annotate.py pool --input train-pool.parquet --corpus corpus.parquet --out shard-0.parquet ...
+python scripts/annotate.py step relsel --pool shard-0 --prompt prompts/relsel.yaml --llm JSON --out X
+python scripts/annotate.py merge relsel --shard ... --pool ... --out merged.parquet --stats stats.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+try:
+    import utilanno  # noqa: F401
+except ImportError:  # running from a checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import click
+import polars as pl
+
+from utilanno import annotate, engines, logs, pools, prompts
+from utilanno.atomic import atomic_text
+from utilanno.errors import InputFormatError
+
+log = logs.setup("annotate")
+
+
+@click.group()
+def cli():
+    """LLM annotation of candidate pools (RelSel -> pseudo answer -> UtilSel | UtilRank)."""
+
+
+@cli.command("pool")
+@click.option("--input", "pool_input", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--corpus", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--out",
+    "outs",
+    required=True,
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="One per shard, in shard order.",
+)
+@click.option("--negatives", default=30, show_default=True)
+@click.option("--window", default=16, show_default=True)
+@click.option("--overlap", default=1, show_default=True)
+@click.option(
+    "--order", type=click.Choice(["shuffle", "positive_first"]), default="shuffle", show_default=True
+)
+@click.option("--seed", default=42, show_default=True)
+def pool_cmd(pool_input, corpus, outs, negatives, window, overlap, order, seed):
+    """Build the candidate pools and windows, one file per shard."""
+    try:
+        pools.build(pool_input, corpus, list(outs), negatives, window, overlap, order, seed)
+    except InputFormatError as err:
+        raise click.ClickException(str(err)) from None
+
+
+@cli.command("step")
+@click.argument("step", type=click.Choice(annotate.STEPS))
+@click.option("--pool", "pool_file", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--prompt", "prompt_file", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--llm", "llm_json", required=True, help="The llms.<name> config entry as JSON.")
+@click.option("--relsel", type=click.Path(exists=True, dir_okay=False), help="RelSel shard (later steps).")
+@click.option(
+    "--answers", type=click.Path(exists=True, dir_okay=False), help="Pseudo-answer shard (utility steps)."
+)
+@click.option("--passage-words", default=300, show_default=True)
+@click.option("--gpus", default=None, type=int, help="GPUs of this job (vLLM tensor parallel size).")
+@click.option("--threads", default=1, show_default=True, help="CPU threads for the transformers engine.")
+@click.option(
+    "--batch-queries", default=64, show_default=True, help="Queries per engine call and per checkpoint."
+)
+@click.option("--out", required=True, type=click.Path(dir_okay=False))
+def step_cmd(
+    step, pool_file, prompt_file, llm_json, relsel, answers, passage_words, gpus, threads, batch_queries, out
+):
+    """Run one annotation step over one pool shard (resumable)."""
+    llm = json.loads(llm_json)
+    try:
+        prompt = prompts.load(prompt_file)
+    except InputFormatError as err:
+        raise click.ClickException(str(err)) from None
+    expected = {
+        "relsel": "selection",
+        "pseudo_answer": "answer",
+        "utilsel": "selection",
+        "utilrank": "ranking",
+    }[step]
+    if prompt.output != expected:
+        raise click.ClickException(
+            f"{prompt_file}: output is {prompt.output!r}, step {step} needs {expected!r}"
+        )
+    rows = pl.read_parquet(pool_file)
+    if step == "relsel":
+        tasks = annotate.relsel_tasks(rows, prompt, passage_words)
+    else:
+        if relsel is None:
+            raise click.UsageError(f"{step} needs --relsel")
+        selected = annotate.read_records(relsel)
+        if step == "pseudo_answer":
+            tasks = annotate.pseudo_answer_tasks(rows, prompt, passage_words, selected)
+        else:
+            if answers is None:
+                raise click.UsageError(f"{step} needs --answers")
+            tasks = annotate.utility_tasks(
+                rows, prompt, passage_words, selected, annotate.read_records(answers)
+            )
+    sampling = engines.Sampling.from_config(llm.get("sampling", {}))
+    guide = prompt.output if llm.get("structured_output") and prompt.output != "answer" else None
+    engine = engines.create(llm, gpus=gpus, threads=threads)
+    engine_id = json.dumps({k: llm.get(k) for k in ("engine", "model", "dtype")}, sort_keys=True)
+    annotate.run_shard(step, tasks, engine, engine_id, sampling, guide, out, batch_queries)
+
+
+@cli.command("merge")
+@click.argument("step", type=click.Choice(annotate.STEPS))
+@click.option("--shard", "shards", required=True, multiple=True, type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--pool", "pool_files", required=True, multiple=True, type=click.Path(exists=True, dir_okay=False)
+)
+@click.option("--benchmark", "benchmarks", multiple=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--gpus", default=0, show_default=True, help="GPUs per shard job (GPU seconds = wall x GPUs).")
+@click.option("--topk", multiple=True, type=int, help="UtilRank cut-offs in percent.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False))
+@click.option("--stats", "stats_out", required=True, type=click.Path(dir_okay=False))
+def merge_cmd(step, shards, pool_files, benchmarks, gpus, topk, out, stats_out):
+    """Merge a step's shards into one table and write its statistics (JSON and log)."""
+    stats = annotate.merge(step, list(shards), list(pool_files), out, list(topk), list(benchmarks), gpus)
+    with atomic_text(stats_out) as fh:
+        json.dump(stats, fh, indent=2)
+        fh.write("\n")
+
+
+if __name__ == "__main__":  # vLLM spawns worker processes that import this file: keep work under the guard
+    cli()

@@ -1,0 +1,365 @@
+"""The annotation steps (PAPER-SPEC B): RelSel over windows -> pseudo answer from the RelSel passages ->
+UtilSel | UtilRank over the RelSel passages given the pseudo answer.
+
+A shard job turns pool rows into tasks (one per query, one or more conversations each), sends fixed
+batches of tasks to an engine, and appends each finished batch to `<out>.partial`. A rerun after any kill
+keeps the complete batches and continues with the same batches, so its output equals an uninterrupted run;
+the output appears under its final name only when the shard is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+from tqdm import tqdm
+
+from . import parsing
+from .atomic import atomic_path, atomic_text
+from .engines import Engine, Sampling, guide_pattern
+from .prompts import Prompt, format_passage, messages_hash
+
+log = logging.getLogger(__name__)
+
+STEPS = ("relsel", "pseudo_answer", "utilsel", "utilrank")
+
+
+@dataclass
+class Task:
+    qid: str
+    conversations: list[list[dict]]
+    finish: Callable[[list], dict]  # generations -> the record (without the common fields)
+    docids: list[list[str]] = field(default_factory=list)  # passages shown, per conversation
+
+    def guides(self, kind: str) -> list[str | None]:
+        """Output patterns per conversation for structured output (ids limited to the passages shown)."""
+        if kind == "answer":
+            return [None] * len(self.conversations)
+        return [guide_pattern(kind, len(docs)) for docs in self.docids]
+
+
+def _passages(row: dict) -> dict[str, str]:
+    return {p["docid"]: format_passage(p["title"], p["text"]) for p in row["passages"]}
+
+
+def relsel_tasks(pools: pl.DataFrame, prompt: Prompt, passage_words: int) -> list[Task]:
+    tasks = []
+    for row in pools.iter_rows(named=True):
+        order = [p["docid"] for p in row["passages"]]
+        texts = _passages(row)
+        shown = [[order[i] for i in w] for w in row["windows"]]
+        convs = [
+            prompt.render(row["query"], [texts[d] for d in docs], passage_words=passage_words)
+            for docs in shown
+        ]
+
+        def finish(gens, shown=shown, order=order, convs=convs):
+            labels: dict[str, bool] = {}
+            windows = []
+            for docs, gen, conv in zip(shown, gens, convs, strict=True):
+                parsed = parsing.parse_selection(gen.text, len(docs))
+                for k, d in enumerate(docs):
+                    labels.setdefault(d, k in parsed.ids)  # a shared passage keeps the first window's label
+                windows.append(
+                    {
+                        "docids": docs,
+                        "prompt_hash": messages_hash(conv),
+                        "raw": gen.text,
+                        "status": parsed.status,
+                        "ids": parsed.ids,
+                    }
+                )
+            return {"windows": windows, "selected": [d for d in order if labels.get(d)]}
+
+        tasks.append(Task(row["qid"], convs, finish, shown))
+    return tasks
+
+
+def _selected(relsel: dict[str, dict], qid: str) -> list[str]:
+    if qid not in relsel:
+        raise KeyError(f"query {qid} has no RelSel record: the RelSel shard does not match this pool shard")
+    return relsel[qid]["selected"]
+
+
+def pseudo_answer_tasks(pools: pl.DataFrame, prompt: Prompt, passage_words: int, relsel: dict) -> list[Task]:
+    tasks = []
+    for row in pools.iter_rows(named=True):
+        docs = _selected(relsel, row["qid"])
+        texts = _passages(row)
+        if not docs:
+            tasks.append(
+                Task(
+                    row["qid"],
+                    [],
+                    lambda gens, docs=docs: {
+                        "docids": docs,
+                        "status": "no_passages",
+                        "raw": None,
+                        "answer": None,
+                    },
+                )
+            )
+            continue
+        conv = prompt.render(row["query"], [texts[d] for d in docs], passage_words=passage_words)
+
+        def finish(gens, docs=docs, conv=conv):
+            text = gens[0].text
+            return {
+                "docids": docs,
+                "prompt_hash": messages_hash(conv),
+                "raw": text,
+                "status": parsing.parse_answer(text).status,
+                "answer": parsing.answer_text(text),
+            }
+
+        tasks.append(Task(row["qid"], [conv], finish, [docs]))
+    return tasks
+
+
+def utility_tasks(
+    pools: pl.DataFrame, prompt: Prompt, passage_words: int, relsel: dict, answers: dict
+) -> list[Task]:
+    """UtilSel or UtilRank (by the prompt's output kind) over the RelSel passages in pool order."""
+    ranking = prompt.output == "ranking"
+    tasks = []
+    for row in pools.iter_rows(named=True):
+        docs = _selected(relsel, row["qid"])
+        texts = _passages(row)
+        if not docs:
+            empty = {"docids": [], "status": "no_passages", "raw": None, "ids": []}
+            empty["ranking" if ranking else "selected"] = []
+            tasks.append(Task(row["qid"], [], lambda gens, empty=empty: dict(empty)))
+            continue
+        answer = answers[row["qid"]].get("answer") or ""
+        conv = prompt.render(
+            row["query"], [texts[d] for d in docs], answer=answer, passage_words=passage_words
+        )
+
+        def finish(gens, docs=docs, conv=conv):
+            text = gens[0].text
+            parsed = (parsing.parse_ranking if ranking else parsing.parse_selection)(text, len(docs))
+            rec = {
+                "docids": docs,
+                "prompt_hash": messages_hash(conv),
+                "raw": text,
+                "status": parsed.status,
+                "ids": parsed.ids,
+            }
+            rec["ranking" if ranking else "selected"] = [docs[i] for i in parsed.ids]
+            return rec
+
+        tasks.append(Task(row["qid"], [conv], finish, [docs]))
+    return tasks
+
+
+def read_records(path: str | Path) -> dict[str, dict]:
+    out = {}
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            rec = json.loads(line)
+            out[rec["qid"]] = rec
+    return out
+
+
+def fingerprint(step: str, tasks: list[Task], engine_id: str, sampling: Sampling, batch: int) -> str:
+    """Identity of a shard's work: a partial file from other inputs or settings is never resumed."""
+    h = hashlib.sha256(json.dumps([step, engine_id, sampling.__dict__, batch]).encode())
+    for t in tasks:
+        h.update(t.qid.encode())
+        for conv in t.conversations:
+            h.update(messages_hash(conv).encode())
+    return h.hexdigest()[:24]
+
+
+def _resume(partial: Path, fp: str, batches: list[list[Task]]) -> tuple[list[dict], int]:
+    """Records of the complete leading batches of a previous attempt, and how many batches they are."""
+    if not partial.exists():
+        return [], 0
+    lines = partial.read_bytes().split(b"\n")
+    try:
+        header = json.loads(lines[0])
+    except (json.JSONDecodeError, IndexError):
+        header = {}
+    if header.get("fingerprint") != fp:
+        log.info("%s: from other inputs or settings; starting over", partial)
+        return [], 0
+    recs = {}
+    for raw in lines[1:]:
+        try:
+            rec = json.loads(raw)
+        except json.JSONDecodeError:
+            break  # the line a kill cut short, and anything after it
+        recs[rec["qid"]] = rec
+    kept, n = [], 0
+    for batch in batches:
+        if not all(t.qid in recs for t in batch):
+            break
+        kept += [recs[t.qid] for t in batch]
+        n += 1
+    return kept, n
+
+
+def run_shard(
+    step: str,
+    tasks: list[Task],
+    engine: Engine,
+    engine_id: str,
+    sampling: Sampling,
+    guide_kind: str | None,
+    out: str | Path,
+    batch_queries: int = 64,
+) -> dict:
+    """Run `tasks` through `engine`, resumably; write one JSONL record per query to `out`.
+
+    `guide_kind` (selection, ranking or None) turns on structured output for the prompts' answer shape.
+    """
+    out = Path(out)
+    partial = out.with_name(out.name + ".partial")
+    batches = [tasks[i : i + batch_queries] for i in range(0, len(tasks), batch_queries)]
+    fp = fingerprint(step, tasks, f"{engine_id} guide={guide_kind}", sampling, batch_queries)
+    records, done = _resume(partial, fp, batches)
+    if done:
+        log.info(
+            "%s: resuming after %d of %d batches (%d queries done)", out, done, len(batches), len(records)
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(partial, "wb") as fh:  # rewritten: the header and the complete batches only
+        fh.write(json.dumps({"fingerprint": fp}).encode() + b"\n")
+        fh.writelines(json.dumps(r, ensure_ascii=False).encode() + b"\n" for r in records)
+        fh.flush()
+        os.fsync(fh.fileno())
+    totals = {
+        "prompt_tokens": sum(r["prompt_tokens"] for r in records),
+        "completion_tokens": sum(r["completion_tokens"] for r in records),
+    }
+    start = time.perf_counter()
+    bar = tqdm(total=len(tasks), initial=len(records), desc=f"{step} {out.stem}", unit="q", mininterval=10)
+    with open(partial, "ab") as fh:
+        for batch in batches[done:]:
+            convs = [c for t in batch for c in t.conversations]
+            guides = [g for t in batch for g in t.guides(guide_kind)] if guide_kind else None
+            gens = engine.chat(convs, sampling, guides) if convs else []
+            pos, lines = 0, []
+            for t in batch:
+                mine = gens[pos : pos + len(t.conversations)]
+                pos += len(t.conversations)
+                rec = {
+                    "qid": t.qid,
+                    "step": step,
+                    **t.finish(mine),
+                    "prompt_tokens": sum(g.prompt_tokens for g in mine),
+                    "completion_tokens": sum(g.completion_tokens for g in mine),
+                }
+                records.append(rec)
+                lines.append(json.dumps(rec, ensure_ascii=False).encode() + b"\n")
+                totals["prompt_tokens"] += rec["prompt_tokens"]
+                totals["completion_tokens"] += rec["completion_tokens"]
+            fh.writelines(lines)
+            fh.flush()
+            os.fsync(fh.fileno())
+            bar.update(len(batch))
+            elapsed = time.perf_counter() - start
+            bar.set_postfix(tok_s=f"{(totals['completion_tokens']) / max(elapsed, 1e-9):.0f}")
+    bar.close()
+    elapsed = time.perf_counter() - start
+    with atomic_text(out) as fh:
+        for rec in records:
+            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    partial.unlink()
+    new = len(tasks) - sum(len(b) for b in batches[:done])
+    summary = {
+        "queries": len(tasks),
+        "queries_run": new,
+        "resumed_batches": done,
+        "seconds": round(elapsed, 2),
+        "queries_per_s": round(new / elapsed, 3) if elapsed else None,
+        **totals,
+    }
+    log.info("%s %s: %s", step, out, summary)
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Merging shards and the statistics of the paper's Table 1.
+
+
+def merge(
+    step: str,
+    shard_files: list,
+    pool_files: list,
+    out: str | Path,
+    topk: list[int],
+    benchmarks: list | None = None,
+    gpus: int = 0,
+) -> dict:
+    """Shard JSONLs -> one Parquet table per step, plus statistics against the human positive.
+
+    Precision and recall are micro-averaged as in the paper's Table 1: hits / LLM positives and hits / human
+    positives in the pool; average positives per query counts queries with none.
+    """
+    records = [r for f in shard_files for r in read_records(f).values()]
+    human = {}
+    for f in pool_files:
+        for qid, pos in pl.read_parquet(f, columns=["qid", "positive"]).iter_rows():
+            human[qid] = pos
+    missing = set(human) - {r["qid"] for r in records}
+    if missing:
+        raise ValueError(f"{step}: {len(missing)} pool queries have no record, e.g. {sorted(missing)[:3]}")
+    statuses: dict[str, int] = {}
+    for r in records:
+        for st in [w["status"] for w in r["windows"]] if step == "relsel" else [r["status"]]:
+            statuses[st] = statuses.get(st, 0) + 1
+    stats = {
+        "step": step,
+        "queries": len(records),
+        "statuses": statuses,
+        "prompt_tokens": sum(r["prompt_tokens"] for r in records),
+        "completion_tokens": sum(r["completion_tokens"] for r in records),
+    }
+    if step in ("relsel", "utilsel"):
+        stats.update(_label_stats([r["selected"] for r in records], [human[r["qid"]] for r in records]))
+    elif step == "utilrank":
+        stats["topk"] = {}
+        for k in topk:
+            cut = [parsing.topk_cut(r["ranking"], len(r["docids"]), k) for r in records]
+            stats["topk"][str(k)] = _label_stats(cut, [human[r["qid"]] for r in records])
+    else:
+        answers = [r["answer"] for r in records if r.get("answer")]
+        stats["answered"] = len(answers)
+        stats["no_passages"] = sum(r["status"] == "no_passages" for r in records)
+        stats["mean_answer_words"] = round(sum(len(a.split()) for a in answers) / max(1, len(answers)), 2)
+    if benchmarks:
+        wall = sum(float(pl.read_csv(b, separator="\t")["s"].sum()) for b in benchmarks)
+        stats["wall_seconds"] = round(wall, 2)
+        stats["gpu_seconds"] = round(wall * gpus, 2)
+    table = pl.DataFrame(
+        [{k: v for k, v in r.items() if k != "windows"} for r in records],
+        infer_schema_length=None,
+    )
+    if step == "relsel":
+        table = table.with_columns(
+            pl.Series("window_status", [[w["status"] for w in r["windows"]] for r in records]),
+            pl.Series("raw", [[w["raw"] for w in r["windows"]] for r in records], dtype=pl.List(pl.String)),
+        )
+    with atomic_path(out) as tmp:
+        table.sort("qid").write_parquet(tmp)
+    log.info("%s: %s", step, json.dumps(stats))
+    return stats
+
+
+def _label_stats(selected: list[list[str]], human: list[str]) -> dict:
+    n_sel = sum(len(s) for s in selected)
+    hits = sum(h in s for s, h in zip(selected, human, strict=True))
+    return {
+        "precision": round(hits / n_sel, 4) if n_sel else None,
+        "recall": round(hits / len(human), 4) if human else None,
+        "avg_positives": round(n_sel / len(selected), 3) if selected else None,
+        "queries_without_positive": sum(not s for s in selected),
+    }
