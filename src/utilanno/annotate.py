@@ -290,6 +290,19 @@ def run_shard(
 # Merging shards and the statistics of the paper's Table 1.
 
 
+_STR, _STRS = pl.String, pl.List(pl.String)
+_COMMON = {"qid": _STR, "step": _STR}
+_TOKENS = {"prompt_tokens": pl.Int64, "completion_tokens": pl.Int64}
+_LLM = {"docids": _STRS, "prompt_hash": _STR, "raw": _STR, "status": _STR}
+# Fixed per step, so that a merged table's types never depend on what the model happened to output.
+MERGED_SCHEMA = {
+    "relsel": {**_COMMON, "selected": _STRS, "window_status": _STRS, "raw": _STRS, **_TOKENS},
+    "pseudo_answer": {**_COMMON, **_LLM, "answer": _STR, **_TOKENS},
+    "utilsel": {**_COMMON, **_LLM, "ids": pl.List(pl.Int64), "selected": _STRS, **_TOKENS},
+    "utilrank": {**_COMMON, **_LLM, "ids": pl.List(pl.Int64), "ranking": _STRS, **_TOKENS},
+}
+
+
 def merge(
     step: str,
     shard_files: list,
@@ -339,15 +352,18 @@ def merge(
         wall = sum(float(pl.read_csv(b, separator="\t")["s"].sum()) for b in benchmarks)
         stats["wall_seconds"] = round(wall, 2)
         stats["gpu_seconds"] = round(wall * gpus, 2)
-    table = pl.DataFrame(
-        [{k: v for k, v in r.items() if k != "windows"} for r in records],
-        infer_schema_length=None,
-    )
+    rows = records
     if step == "relsel":
-        table = table.with_columns(
-            pl.Series("window_status", [[w["status"] for w in r["windows"]] for r in records]),
-            pl.Series("raw", [[w["raw"] for w in r["windows"]] for r in records], dtype=pl.List(pl.String)),
-        )
+        rows = [
+            {
+                **r,
+                "window_status": [w["status"] for w in r["windows"]],
+                "raw": [w["raw"] for w in r["windows"]],
+            }
+            for r in records
+        ]
+    schema = MERGED_SCHEMA[step]
+    table = pl.DataFrame([{k: r.get(k) for k in schema} for r in rows], schema=schema)
     with atomic_path(out) as tmp:
         table.sort("qid").write_parquet(tmp)
     log.info("%s: %s", step, json.dumps(stats))

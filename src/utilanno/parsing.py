@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-_ID = re.compile(r"\[(\d{1,6})\]")
+_ID = re.compile(r"\[([0-9]{1,6})\]")  # ASCII digits only
 _EXPLICIT_NONE = re.compile(r"\[\s*\]")
 
 
@@ -23,12 +23,10 @@ class Parsed:
 
 
 def strip_reasoning(text: str) -> str:
-    """The answer part of an output: after the last `</think>`; nothing if a `<think>` was never closed."""
+    """The answer part of an output: after the last `</think>`, up to any `<think>` that is never closed."""
     if "</think>" in text:
-        return text.rsplit("</think>", 1)[1]
-    if "<think>" in text:
-        return ""
-    return text
+        text = text.rsplit("</think>", 1)[1]
+    return text.split("<think>", 1)[0]
 
 
 def _ids(text: str, n: int) -> list[int]:

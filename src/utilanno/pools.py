@@ -72,6 +72,8 @@ def build(
     shards = len(outs)
     rows, short = [], 0
     for qid, query, positives, negs in src.select("qid", "query", "positives", "negatives").iter_rows():
+        if not positives:
+            raise InputFormatError(str(pool_input), None, f"query {qid!r} has no human positive")
         if len(negs) < negatives:
             short += 1
         pool = order_pool(qid, positives[0], negs[:negatives], order, seed)

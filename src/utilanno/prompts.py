@@ -72,6 +72,8 @@ def load(path: str | Path) -> Prompt:
     unknown = set(data) - {"output", "opening", "passage", "closing", "truncate"}
     if unknown:
         raise InputFormatError(str(path), None, f"unknown keys {sorted(unknown)}")
+    if not isinstance(data.get("truncate", True), bool):
+        raise InputFormatError(str(path), None, f"'truncate' must be true or false, got {data['truncate']!r}")
     if data.get("output") not in OUTPUTS:
         raise InputFormatError(
             str(path), None, f"'output' must be one of {OUTPUTS}, got {data.get('output')!r}"
@@ -103,7 +105,7 @@ def load(path: str | Path) -> Prompt:
     )
     try:  # a placeholder typo fails here, not after hours of GPU time
         prompt.render("q", ["p1", "p2"], "a")
-    except (KeyError, IndexError, ValueError) as err:
+    except (KeyError, IndexError, ValueError, AttributeError, TypeError) as err:
         raise InputFormatError(
             str(path), None, f"bad placeholder {err}; known: num, query, answer, passages, i, passage"
         ) from None

@@ -1,0 +1,200 @@
+"""Candidate pools (PAPER-SPEC A.2, B.1): stable shards, seeded per-query order, windows, pool files."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import polars as pl
+import pytest
+
+from utilanno import pools
+from utilanno.errors import InputFormatError
+from utilanno.pools import order_pool, shard_of, windows
+
+# ---------------------------------------------------------------------------------------------------------
+# shard_of
+
+
+@pytest.mark.parametrize(("qid", "expected"), [
+    ("100000", [0, 2, 0, 4, 444]),
+    ("1185869", [1, 0, 6, 7, 223]),
+    ("q1", [0, 2, 3, 8, 696]),
+    ("q2", [0, 1, 3, 10, 394]),
+    ("abc", [1, 1, 2, 9, 721]),
+    ("", [0, 0, 0, 4, 876]),
+])
+def test_shard_of_pinned(qid, expected):
+    """Pinned once: a change would silently move queries between shards of a running annotation."""
+    assert [shard_of(qid, n) for n in (2, 3, 7, 16, 1000)] == expected
+
+
+def test_shard_of_range_and_balance():
+    ids = [str(i) for i in range(10_000)]
+    for n in (1, 2, 7, 16):
+        counts = Counter(shard_of(q, n) for q in ids)
+        assert set(counts) == set(range(n))
+        expected = len(ids) / n
+        assert max(abs(c - expected) for c in counts.values()) < 0.1 * expected + 30
+    assert all(shard_of(q, 1) == 0 for q in ids[:100])
+    assert [shard_of(q, 5) for q in ids[:200]] == [shard_of(q, 5) for q in ids[:200]]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# order_pool
+
+NEGS = [f"n{i}" for i in range(30)]
+
+
+@pytest.mark.parametrize("order", ["shuffle", "positive_first"])
+def test_order_pool_deterministic_and_keeps_the_multiset(order):
+    a = order_pool("q1", "p", NEGS, order, seed=0)
+    assert a == order_pool("q1", "p", list(NEGS), order, seed=0)
+    assert Counter(a) == Counter(["p", *NEGS])
+    assert a != order_pool("q2", "p", NEGS, order, seed=0)
+    assert a != order_pool("q1", "p", NEGS, order, seed=1)
+    assert NEGS == [f"n{i}" for i in range(30)]  # the input is not shuffled in place
+
+
+def test_order_pool_positive_first():
+    for qid in ("q1", "q2", "q3"):
+        pool = order_pool(qid, "p", NEGS, "positive_first", seed=0)
+        assert pool[0] == "p"
+        assert sorted(pool[1:]) == sorted(NEGS)
+        assert pool[1:] != NEGS  # the negatives are in a seeded order
+
+
+def test_order_pool_shuffle_moves_the_positive():
+    positions = {order_pool(f"q{i}", "p", NEGS, "shuffle", seed=0).index("p") for i in range(50)}
+    assert len(positions) > 5
+
+
+def test_order_pool_different_across_qids():
+    orders = {tuple(order_pool(f"q{i}", "p", NEGS, "shuffle", seed=7)) for i in range(20)}
+    assert len(orders) == 20
+
+
+# ---------------------------------------------------------------------------------------------------------
+# windows
+
+
+def test_windows_examples():
+    assert windows(31, 16, 1) == [list(range(0, 16)), list(range(15, 31))]
+    assert windows(10, 16, 1) == [list(range(10))]
+    assert windows(16, 16, 1) == [list(range(16))]
+    assert windows(0, 16, 1) == [[]]
+    assert windows(5, 2, 0) == [[0, 1], [2, 3], [4]]
+
+
+def test_windows_forty():
+    ws = windows(40, 16, 1)
+    assert len(ws) == 3
+    assert ws[0] == list(range(0, 16)) and ws[1] == list(range(15, 31)) and ws[2] == list(range(30, 40))
+    assert sorted({p for w in ws for p in w}) == list(range(40))
+
+
+@pytest.mark.parametrize(("n", "size", "overlap"), [(n, s, o) for n in (1, 15, 16, 17, 31, 32, 46, 100)
+                                                    for s, o in ((16, 1), (16, 0), (8, 3), (2, 1))])
+def test_windows_cover_everything_with_the_overlap(n, size, overlap):
+    ws = windows(n, size, overlap)
+    assert sorted({p for w in ws for p in w}) == list(range(n))
+    assert all(1 <= len(w) <= size for w in ws)
+    assert all(w == list(range(w[0], w[0] + len(w))) for w in ws)
+    for a, b in zip(ws, ws[1:], strict=False):
+        assert a[-overlap:] == b[:overlap] if overlap else a[-1] + 1 == b[0]
+
+
+@pytest.mark.parametrize(("size", "overlap"), [(16, 16), (16, 17), (1, 1)])
+def test_windows_overlap_must_be_smaller(size, overlap):
+    with pytest.raises(ValueError):
+        windows(31, size, overlap)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# build
+
+
+def _corpus(tmp_path, docids):
+    path = tmp_path / "corpus.parquet"
+    pl.DataFrame({"docid": docids, "title": [f"T {d}" for d in docids],
+                  "text": [f"text of {d} with {{braces}}" for d in docids]}).write_parquet(path)
+    return path
+
+
+def _train_pool(tmp_path, n_queries=12, n_negs=6, short=()):
+    rows = []
+    for i in range(n_queries):
+        qid = f"{1000 + i}"
+        negs = [f"d{i}_n{j}" for j in range(2 if qid in short else n_negs)]
+        rows.append({"qid": qid, "query": f"query {i}?", "positives": [f"d{i}_p0", f"d{i}_p1"],
+                     "negatives": negs})
+    path = tmp_path / "train-pool.parquet"
+    pl.DataFrame(rows, schema={"qid": pl.String, "query": pl.String, "positives": pl.List(pl.String),
+                               "negatives": pl.List(pl.String)}).write_parquet(path)
+    return path, rows
+
+
+@pytest.mark.parametrize("order", ["positive_first", "shuffle"])
+def test_build(tmp_path, order):
+    pool_path, rows = _train_pool(tmp_path, short={"1003"})
+    docids = sorted({d for r in rows for d in [*r["positives"], *r["negatives"]]} | {"unused"})
+    corpus = _corpus(tmp_path, docids)
+    outs = [tmp_path / "out" / f"shard-{k}.parquet" for k in range(3)]
+    stats = pools.build(pool_path, corpus, outs, negatives=4, window=3, overlap=1, order=order, seed=5)
+    assert stats["queries_in"] == 12 and stats["queries_out"] == 12 and stats["short_pools"] == 1
+    assert len(stats["shard_sizes"]) == 3 and sum(stats["shard_sizes"]) == 12
+
+    seen = []
+    by_qid = {r["qid"]: r for r in rows}
+    for k, out in enumerate(outs):
+        part = pl.read_parquet(out)
+        assert set(part.columns) == {"qid", "query", "positive", "positives", "passages", "windows"}
+        assert part.height == stats["shard_sizes"][k]
+        for rec in part.iter_rows(named=True):
+            seen.append(rec["qid"])
+            src = by_qid[rec["qid"]]
+            assert shard_of(rec["qid"], 3) == k
+            assert rec["query"] == src["query"]
+            assert rec["positive"] == src["positives"][0]
+            assert rec["positives"] == src["positives"]
+            negs = src["negatives"][:4]
+            expected = order_pool(rec["qid"], src["positives"][0], negs, order, 5)
+            assert [p["docid"] for p in rec["passages"]] == expected
+            assert src["positives"][1] not in [p["docid"] for p in rec["passages"]]
+            for p in rec["passages"]:
+                assert p["title"] == f"T {p['docid']}"
+                assert p["text"] == f"text of {p['docid']} with {{braces}}"
+            assert rec["windows"] == windows(len(expected), 3, 1)
+            assert len(expected) == (3 if rec["qid"] == "1003" else 5)
+    assert sorted(seen) == sorted(by_qid)  # every query once
+
+
+def test_build_more_shards_than_queries(tmp_path):
+    pool_path, rows = _train_pool(tmp_path, n_queries=2)
+    corpus = _corpus(tmp_path, sorted({d for r in rows for d in [*r["positives"], *r["negatives"]]}))
+    outs = [tmp_path / f"s{k}.parquet" for k in range(8)]
+    stats = pools.build(pool_path, corpus, outs, negatives=30, window=16, overlap=1, order="shuffle", seed=0)
+    assert stats["queries_out"] == 2 and stats["short_pools"] == 2
+    heights = [pl.read_parquet(o).height for o in outs]
+    assert sum(heights) == 2 and heights.count(0) >= 6
+    empty = pl.read_parquet(outs[heights.index(0)])
+    assert set(empty.columns) == {"qid", "query", "positive", "positives", "passages", "windows"}
+
+
+def test_build_missing_docid(tmp_path):
+    pool_path, rows = _train_pool(tmp_path, n_queries=4)
+    docids = sorted({d for r in rows for d in [*r["positives"], *r["negatives"]]} - {"d2_n1"})
+    corpus = _corpus(tmp_path, docids)
+    outs = [tmp_path / "x" / "s0.parquet"]
+    with pytest.raises(InputFormatError) as info:
+        pools.build(pool_path, corpus, outs, negatives=4, window=16, overlap=1, order="shuffle", seed=0)
+    assert "d2_n1" in str(info.value)
+    assert not outs[0].exists()
+
+
+def test_build_is_deterministic(tmp_path):
+    pool_path, rows = _train_pool(tmp_path, n_queries=6)
+    corpus = _corpus(tmp_path, sorted({d for r in rows for d in [*r["positives"], *r["negatives"]]}))
+    a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    pools.build(pool_path, corpus, [a], negatives=5, window=4, overlap=1, order="shuffle", seed=3)
+    pools.build(pool_path, corpus, [b], negatives=5, window=4, overlap=1, order="shuffle", seed=3)
+    assert pl.read_parquet(a).equals(pl.read_parquet(b))
