@@ -30,6 +30,7 @@ for _step in STEP_NEEDS:
                 f"--{'relsel' if s == 'relsel' else 'answers'} '{f}'" for s, f in zip(STEP_NEEDS[step], input.earlier)
             ),
             words=config["annotation"]["passage_words"],
+            batch=config["annotation"]["batch_queries"],
             gpus=lambda wc: PLAN.llm(wc.annotator)["gpus"],
         log:
             f"{LOGS}/{_step}/{{annotator}}/shard-{{k}}.log",
@@ -47,7 +48,7 @@ for _step in STEP_NEEDS:
         shell:
             "python '{input.script}' step {params.step} --pool '{input.pool}' --prompt '{input.prompt}'"
             " --llm {params.llm} {params.earlier} --passage-words {params.words} --gpus {params.gpus}"
-            " --threads {threads} --out '{output}' > {log} 2>&1"
+            " --threads {threads} --batch-queries {params.batch} --out '{output}' > {log} 2>&1"
 
 
 rule merge_annotations:

@@ -29,8 +29,9 @@ def script(name):
     """A stage script as an input, so that editing it reruns its jobs (the code trigger sees shell text only).
 
     The checkout's own file, not workflow.source_path's cached copy: scripts import the library beside them.
+    An absolute path, so that the recorded inputs do not depend on where the working directory is.
     """
-    return os.path.relpath(Path(workflow.basedir) / "scripts" / name)
+    return str(Path(workflow.basedir) / "scripts" / name)
 
 
 wildcard_constraints:
@@ -75,9 +76,10 @@ wildcard_constraints:
 
 # Helpers of the LLM stages.
 def prompt_file(step):
-    """A prompt path from config, relative to the workflow's folder unless absolute."""
+    """A prompt path from config: as given when it exists (absolute, or relative to the working directory),
+    else relative to the workflow's folder (the prompts that ship with it)."""
     path = Path(config["annotation"]["prompts"][step])
-    return str(path) if path.is_absolute() else os.path.relpath(Path(workflow.basedir) / path)
+    return str(path) if path.is_absolute() or path.exists() else str(Path(workflow.basedir) / path)
 
 
 def llm_arg(name):

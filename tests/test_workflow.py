@@ -2,40 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import polars as pl
 import pytest
 import yaml
-
-REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "tests" / "config" / "tiny.yaml"
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-
-
-# Jobs call `python`: the interpreter running the tests must come first on PATH (as `make` arranges).
-ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-
-
-def snakemake(*args, cwd=REPO, check=True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), *args],
-        cwd=cwd,
-        text=True,
-        capture_output=True,
-        timeout=900,
-        env=ENV,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-        )
-    return proc
+from conftest import REPO, TINY, snakemake
 
 
 @pytest.mark.parametrize("configfile", [None, TINY], ids=["paper", "tiny"])
@@ -71,20 +44,9 @@ def test_bad_config_fails_before_any_job(tmp_path):
     assert "Job stats" not in out
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    work = tmp_path_factory.mktemp("tiny")
-    snakemake(
-        "--configfile",
-        str(TINY),
-        "--directory",
-        str(work),
-        "--cores",
-        "2",
-        "--profile",
-        str(REPO / "profiles" / "local"),
-    )
-    return work / "results-tiny"
+@pytest.fixture
+def tiny_run(tiny_work):
+    return tiny_work / "results-tiny"
 
 
 @pytest.mark.slow
@@ -111,14 +73,16 @@ def test_tiny_world_converts_end_to_end(tiny_run):
 
 @pytest.mark.slow
 def test_tiny_rerun_has_nothing_to_do(tiny_run):
-    proc = snakemake("-n", "--configfile", str(TINY), "--directory", str(tiny_run.parent))
+    proc = snakemake(
+        "-n", "--configfile", str(tiny_run.parent / "tiny.yaml"), "--directory", str(tiny_run.parent)
+    )
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
 @pytest.mark.slow
 def test_a_corrupt_download_is_refused(tiny_run, tmp_path):
     """A configured checksum that does not match stops the download rule; nothing under the final name."""
-    conf = yaml.safe_load(TINY.read_text())
+    conf = yaml.safe_load((tiny_run.parent / "tiny.yaml").read_text())
     conf["sources"]["beir-scifact"]["md5"] = "0" * 32
     path = tmp_path / "tiny-md5.yaml"
     path.write_text(yaml.safe_dump(conf))

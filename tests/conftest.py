@@ -1,0 +1,85 @@
+"""Shared fixtures: Snakemake runs of the tiny config in a scratch folder (one full run per session)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "tests" / "config" / "tiny.yaml"
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+# Jobs call `python`: the interpreter running the tests must come first on PATH (as `make` arranges).
+ENV = {
+    **os.environ,
+    "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    "HF_HUB_OFFLINE": "1",
+}
+
+
+def snakemake(*args, cwd=REPO, check=True, timeout=1800) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), *args],
+        cwd=cwd,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+        env=ENV,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
+    return proc
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a (dry) run: rule -> number of jobs."""
+    lines = output.splitlines()
+    start = lines.index("Job stats:") + 3  # header, rule line
+    counts = {}
+    for line in lines[start:]:
+        parts = line.split()
+        if len(parts) != 2 or parts[0] == "total":
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
+@pytest.fixture(scope="session")
+def tiny_work(tmp_path_factory) -> Path:
+    """A finished run of the tiny config, with its prompt files copied into the work folder, so tests can
+    edit prompts without touching the repository. Tests that change things work on a copy (`tiny_copy`)."""
+    work = tmp_path_factory.mktemp("tiny")
+    conf = yaml.safe_load(TINY.read_text())
+    (work / "prompts").mkdir()
+    for step in ("relsel", "pseudo_answer", "utilsel", "utilrank"):
+        shutil.copy2(REPO / "prompts" / f"{step}.yaml", work / "prompts" / f"{step}.yaml")
+        conf.setdefault("annotation", {}).setdefault("prompts", {})[step] = (
+            f"prompts/{step}.yaml"  # work's copy
+        )
+    (work / "tiny.yaml").write_text(yaml.safe_dump(conf, sort_keys=False))
+    snakemake(
+        "--configfile",
+        str(work / "tiny.yaml"),
+        "--directory",
+        str(work),
+        "--cores",
+        "2",
+        "--profile",
+        str(REPO / "profiles" / "local"),
+    )
+    return work
+
+
+@pytest.fixture
+def tiny_copy(tiny_work, tmp_path) -> Path:
+    """A private copy of the finished tiny run (times preserved, so Snakemake sees it as up to date)."""
+    dst = tmp_path / "work"
+    shutil.copytree(tiny_work, dst, symlinks=True)
+    return dst
