@@ -266,7 +266,7 @@ def run_shard(
             os.fsync(fh.fileno())
             bar.update(len(batch))
             elapsed = time.perf_counter() - start
-            bar.set_postfix(tok_s=f"{(totals['completion_tokens']) / max(elapsed, 1e-9):.0f}")
+            bar.set_postfix(tok_s=f"{totals['completion_tokens'] / max(elapsed, 1e-9):.0f}", refresh=False)
     bar.close()
     elapsed = time.perf_counter() - start
     with atomic_text(out) as fh:
