@@ -36,11 +36,11 @@ for _step in STEP_NEEDS:
             f"{LOGS}/{_step}/{{annotator}}/shard-{{k}}.log",
         benchmark:
             f"{BENCH}/{_step}/{{annotator}}/shard-{{k}}.tsv"
-        threads: lambda wc: llm_threads(wc.annotator)
+        threads: lambda wc: PLAN.llm(wc.annotator)["cpus"]
         resources:
-            gpu=lambda wc: PLAN.llm(wc.annotator)["gpus"],
-            mem_mb=lambda wc, attempt: llm_mem_mb(wc.annotator, attempt),
-            runtime=lambda wc, attempt: 240 * attempt,
+            gpu=lambda wc: llm_resources(wc.annotator, "gpu"),
+            mem_mb=lambda wc, attempt: llm_resources(wc.annotator, "mem_mb", attempt),
+            runtime=lambda wc, attempt: llm_resources(wc.annotator, "runtime", attempt),
         conda:
             "../envs/llm.yaml"
         container:
@@ -69,6 +69,9 @@ rule merge_annotations:
         gpus=lambda wc: PLAN.llm(wc.annotator)["gpus"],
     log:
         f"{LOGS}/merge_annotations/{{annotator}}/{{step}}.log",
+    resources:
+        mem_mb=lambda wc, attempt: 16000 * attempt,
+        runtime=lambda wc, attempt: 60 * attempt,
     conda:
         "../envs/data.yaml"
     container:

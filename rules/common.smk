@@ -87,10 +87,7 @@ def llm_arg(name):
     return shlex.quote(json.dumps(PLAN.llm(name), sort_keys=True))
 
 
-def llm_threads(name):
-    # vLLM on GPUs needs a few CPU threads; tiny CPU models run fastest on one thread.
-    return 4 if PLAN.llm(name)["gpus"] > 0 else 1
-
-
-def llm_mem_mb(name, attempt):
-    return (32000 if PLAN.llm(name)["gpus"] > 0 else 4000) * attempt
+def llm_resources(name, key, attempt=1):
+    """gpu, mem_mb or runtime of an LLM job, from its llms.<name> entry; memory and time grow per retry."""
+    llm = PLAN.llm(name)
+    return {"gpu": llm["gpus"], "mem_mb": llm["mem_mb"] * attempt, "runtime": llm["runtime"] * attempt}[key]

@@ -2,9 +2,13 @@
 # Downloads and the tiny world are local rules: they never go to GPU nodes and need the network (or nothing).
 
 
+# Light rules run where Snakemake runs, never as cluster jobs: downloads need the network, the others take
+# seconds (queries and judgments are small tables).
 localrules:
     tiny_world,
     download,
+    queries,
+    qrels,
 
 
 rule tiny_world:

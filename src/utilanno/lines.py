@@ -17,42 +17,61 @@ BLOCK_BYTES = 32 << 20
 
 
 def iter_line_blocks(stream: BinaryIO, name: str, block_bytes: int | None = None) -> Iterator[pl.DataFrame]:
-    """Yield frames with columns `line` (u64, 1-based) and `raw` (str, without the newline)."""
-    block_bytes = block_bytes or BLOCK_BYTES
-    first_line = 1
-    carry = b""
+    """Yield frames with columns `line` (u64, 1-based) and `raw` (str, without the newline).
+
+    One reused buffer: each block is read into it, the whole lines go to polars (split and UTF-8 checked in
+    Rust), and the unfinished last line moves to the front for the next read.
+    """
+    buf = bytearray(block_bytes or BLOCK_BYTES)
+    first_line, have = 1, 0
     while True:
-        block = stream.read(block_bytes)
-        if not block:
-            break
-        data = carry + block if carry else block
-        cut = data.rfind(b"\n")
-        if cut < 0:
-            carry = data
+        if have == len(buf):  # a line longer than the buffer
+            buf.extend(bytes(len(buf)))
+        end, eof = have, False
+        with memoryview(buf) as view:
+            while end < len(buf):
+                n = stream.readinto(view[end:])
+                if not n:
+                    eof = True
+                    break
+                end += n
+        cut = buf.rfind(b"\n", 0, end)
+        if eof or cut < 0:
+            if eof:
+                if end:  # the last line; the file's final newline ends it, it does not start another
+                    last = end - 1 if buf[end - 1] == 0x0A else end
+                    yield _frame(bytes(buf[:last]), first_line, name)
+                return
+            have = end
             continue
-        carry = data[cut + 1 :]
-        body = data[:cut]
-        yield _frame(body, first_line, name)
-        first_line += body.count(b"\n") + 1
-    if carry:
-        yield _frame(carry, first_line, name)
+        frame = _frame(bytes(buf[:cut]), first_line, name)
+        first_line += frame.height
+        yield frame
+        rest = end - cut - 1
+        buf[:rest] = buf[cut + 1 : end]
+        have = rest
 
 
 def _frame(body: bytes, first_line: int, name: str) -> pl.DataFrame:
     try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = first_line + body.count(b"\n", 0, err.start)
-        raise InputFormatError(
-            name, line, f"not valid UTF-8 ({err.reason} at byte {body[err.start : err.start + 1]!r})"
-        ) from None
-    if "\r" in text:  # CRLF files; a block ends just before a '\n', so its last line may end in '\r'
-        text = text.replace("\r\n", "\n").removesuffix("\r")
-    lines = text.split("\n")
+        text = pl.Series("raw", [body], dtype=pl.Binary).cast(pl.String, strict=True)
+    except pl.exceptions.PolarsError:  # invalid UTF-8: find the line below
+        text = None
+    if text is None or text.null_count():
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as err:
+            line = first_line + body.count(b"\n", 0, err.start)
+            bad = body[err.start : err.start + 1]
+            raise InputFormatError(name, line, f"not valid UTF-8 ({err.reason} at byte {bad!r})") from None
+        raise InputFormatError(name, None, "could not be decoded as UTF-8")
+    lines = text.str.split("\n").explode()
+    if b"\r" in body:  # CRLF files
+        lines = lines.str.strip_suffix("\r")
     return pl.DataFrame(
         {
             "line": pl.int_range(first_line, first_line + len(lines), dtype=pl.UInt64, eager=True),
-            "raw": pl.Series(lines, dtype=pl.String),
+            "raw": lines,
         }
     )
 
@@ -60,20 +79,25 @@ def _frame(body: bytes, first_line: int, name: str) -> pl.DataFrame:
 def split_fields(block: pl.DataFrame, name: str, names: list[str], sep: str = "\t") -> pl.DataFrame:
     """Split `raw` into exactly len(names) fields; any other count is an error naming the first bad line."""
     n = len(names)
-    counts = block["raw"].str.count_matches(sep, literal=True)
-    bad = counts != n - 1
+    raw = pl.col("raw")
+    parts = raw.str.split_exact(sep, n - 1)
+    rows = block.select(
+        "line",
+        raw.str.count_matches(sep, literal=True).alias("_seps"),
+        *[parts.struct.field(f"field_{k}").alias(col) for k, col in enumerate(names)],
+    )
+    bad = rows["_seps"] != n - 1
     if bad.any():
         i = bad.arg_true()[0]
-        raw = block["raw"][i]
-        found = 0 if raw == "" else int(counts[i]) + 1
-        shown = raw if len(raw) <= 80 else raw[:77] + "..."
+        text = block["raw"][i]
+        found = 0 if text == "" else int(rows["_seps"][i]) + 1
+        shown = text if len(text) <= 80 else text[:77] + "..."
         raise InputFormatError(
             name,
             int(block["line"][i]),
             f"expected {n} {_sep_name(sep)}-separated fields ({', '.join(names)}), found {found}: {shown!r}",
         )
-    fields = block["raw"].str.split_exact(sep, n - 1).struct.rename_fields(names)
-    return block.select("line", fields.alias("f")).unnest("f")
+    return rows.drop("_seps")
 
 
 def split_whitespace(block: pl.DataFrame, name: str, names: list[str]) -> pl.DataFrame:

