@@ -64,18 +64,8 @@ def test_a_killed_shard_job_reruns_to_the_uninterrupted_output(tiny_copy):
     uninterrupted = (tiny_copy / target).read_bytes()
     (tiny_copy / target).unlink()
     partial = tiny_copy / (target + ".partial")
-    args = [
-        SNAKEMAKE,
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        target,
-        "--configfile",
-        str(tiny_copy / "tiny.yaml"),
-        "--directory",
-        str(tiny_copy),
-        "--cores",
-        "1",
-    ]
+    where = ["--configfile", str(tiny_copy / "tiny.yaml"), "--directory", str(tiny_copy)]
+    args = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), target, *where, "--cores", "1"]
     proc = subprocess.Popen(
         args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
@@ -93,17 +83,8 @@ def test_a_killed_shard_job_reruns_to_the_uninterrupted_output(tiny_copy):
     assert not (tiny_copy / target).exists(), "a killed job must not leave a finished-looking output"
     done_before = len(partial.read_bytes().splitlines()) - 1
     assert 8 <= done_before < 32
-    snakemake("--unlock", "--configfile", str(tiny_copy / "tiny.yaml"), "--directory", str(tiny_copy))
-    snakemake(
-        target,
-        "--configfile",
-        str(tiny_copy / "tiny.yaml"),
-        "--directory",
-        str(tiny_copy),
-        "--cores",
-        "1",
-        "--rerun-incomplete",
-    )
+    snakemake("--unlock", *where)
+    snakemake(target, *where, "--cores", "1", "--rerun-incomplete")
     assert (tiny_copy / target).read_bytes() == uninterrupted
     assert not partial.exists()
     log = (tiny_copy / "results-tiny/logs/relsel/tiny-qwen2/shard-0.log").read_text()

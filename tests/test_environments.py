@@ -40,28 +40,27 @@ def norm(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name.split("[")[0]).lower()
 
 
+def parse_pins(specs: list[str], where: str) -> dict[str, str]:
+    pins = {}
+    for spec in specs:
+        m = PIN.match(spec)
+        assert m, f"{where}: {spec!r} is not an exact pin"
+        pins[norm(m.group(1))] = m.group(2)
+    return pins
+
+
 def pyproject_pins() -> dict[str, str]:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     specs = list(project["dependencies"]) + [
         s for extra in project["optional-dependencies"].values() for s in extra
     ]
-    pins = {}
-    for spec in specs:
-        m = PIN.match(spec)
-        assert m, f"pyproject.toml: {spec!r} is not an exact pin"
-        pins[norm(m.group(1))] = m.group(2)
-    return pins
+    return parse_pins(specs, "pyproject.toml")
 
 
 def env_pins(family: str) -> dict[str, str]:
     env = yaml.safe_load((REPO / "envs" / f"{family}.yaml").read_text())
     pip = [p for dep in env["dependencies"] if isinstance(dep, dict) for p in dep["pip"]]
-    out = {}
-    for spec in pip:
-        m = PIN.match(spec)
-        assert m, f"envs/{family}.yaml: {spec!r} is not an exact pin"
-        out[norm(m.group(1))] = m.group(2)
-    return out
+    return parse_pins(pip, f"envs/{family}.yaml")
 
 
 def def_sections(text: str) -> tuple[list[str], dict[str, list[str]]]:

@@ -124,6 +124,3 @@ class Plan:
             for s in STEPS
             for f in ("merged.parquet", "stats.json")
         ]
-
-    def split_names(self, kind: str) -> list[str]:
-        return sorted({s for ds in self.datasets.values() for s in ds.get(kind, {})})
