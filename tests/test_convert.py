@@ -59,19 +59,19 @@ def leftovers(folder: Path) -> list[str]:
 def small_blocks(monkeypatch):
     """Make the converters read in tiny blocks (the default is 32 MiB), to cross block boundaries.
 
-    `iter_line_blocks` binds BLOCK_BYTES as a default argument when defined, so patching
-    `lines.BLOCK_BYTES` has no effect: the converters' reference to the function is patched instead.
-    Returns a function setting the block size; it returns the list of block heights read so far.
+    Every reader in `lines` takes its blocks from `iter_byte_blocks`, which is patched here. Returns a
+    function setting the block size; it returns the list of line counts of the blocks read so far.
     """
     heights: list[int] = []
+    original = lines.iter_byte_blocks
 
     def use(block_bytes: int) -> list[int]:
-        def tiny(stream, name, block_bytes_=block_bytes):
-            for block in lines.iter_line_blocks(stream, name, block_bytes=block_bytes_):
-                heights.append(block.height)
-                yield block
+        def tiny(stream, block_bytes_=None):
+            for body in original(stream, block_bytes):
+                heights.append(body.count(b"\n") + 1)
+                yield body
 
-        monkeypatch.setattr(convert, "iter_line_blocks", tiny)
+        monkeypatch.setattr(lines, "iter_byte_blocks", tiny)
         return heights
 
     return use

@@ -27,7 +27,7 @@ from polars.io.plugins import register_io_source
 
 from .atomic import atomic_path, atomic_text
 from .errors import InputFormatError
-from .lines import check_ids, iter_line_blocks, split_fields, split_whitespace
+from .lines import check_ids, iter_line_blocks, iter_tsv_blocks, split_fields, split_whitespace
 from .rawio import display_name, open_raw
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,7 @@ class Counts:
 # Parsers: one raw block (line, raw) -> typed rows, raising InputFormatError on the first bad line.
 
 
-def _parse_msmarco_tsv(block: pl.DataFrame, name: str, key: str, id_pattern: str) -> pl.DataFrame:
-    rows = split_fields(block, name, [key, "text"])
+def _check_msmarco_ids(rows: pl.DataFrame, name: str, key: str, id_pattern: str) -> pl.DataFrame:
     check_ids(
         rows, key, name, id_pattern, "an id of digits" if id_pattern == DIGITS else "an id without spaces"
     )
@@ -157,17 +156,25 @@ def convert_corpus(path: str | Path, member: str | None, fmt: str, out: str | Pa
     if fmt == "msmarco-tsv":
 
         def parse(block: pl.DataFrame) -> pl.DataFrame:
-            return _parse_msmarco_tsv(block, name, "docid", DIGITS).with_columns(title=pl.lit(""))
+            return _check_msmarco_ids(block, name, "docid", DIGITS).with_columns(title=pl.lit(""))
+
+        reader = _tsv_reader(["docid", "text"])
     elif fmt == "beir-corpus":
 
         def parse(block: pl.DataFrame) -> pl.DataFrame:
             return _parse_beir_corpus(block, name)
+
+        reader = iter_line_blocks
     else:
         raise ValueError(f"unknown corpus format {fmt!r} (expected msmarco-tsv or beir-corpus)")
-    return _stream_to_parquet(path, member, name, parse, "docid", CORPUS_SCHEMA, out)
+    return _stream_to_parquet(path, member, name, parse, "docid", CORPUS_SCHEMA, out, reader)
 
 
-def _stream_to_parquet(path, member, name, parse, key, schema, out) -> Counts:
+def _tsv_reader(names: list[str]):
+    return lambda fh, name: iter_tsv_blocks(fh, name, names)
+
+
+def _stream_to_parquet(path, member, name, parse, key, schema, out, reader=iter_line_blocks) -> Counts:
     """Parse blocks straight into a Parquet file (lz4: several times faster to write than zstd, and the table
     is an intermediate). Duplicate keys are found from 64-bit key hashes kept per row; only when hashes
     repeat are the candidates' contents read back and compared."""
@@ -178,7 +185,7 @@ def _stream_to_parquet(path, member, name, parse, key, schema, out) -> Counts:
     def blocks(with_columns=None, predicate=None, n_rows=None, batch_size=None) -> Iterator[pl.DataFrame]:
         try:
             with open_raw(path, member) as fh:
-                for block in iter_line_blocks(fh, name):
+                for block in reader(fh, name):
                     rows = parse(block)
                     counts.lines_in += block.height
                     seen.append(rows.select(pl.col(key).hash(_SEED).alias("k"), "line"))
@@ -237,12 +244,12 @@ def _drop_rows(parquet: Path, keys: pl.DataFrame, drop_lines: pl.Series) -> None
 
 
 def _read_blocks(
-    path, member, parse: Callable[[pl.DataFrame, str], pl.DataFrame]
+    path, member, parse: Callable[[pl.DataFrame, str], pl.DataFrame], reader=iter_line_blocks
 ) -> tuple[pl.DataFrame, int, str]:
     name = display_name(path, member)
     parts, n = [], 0
     with open_raw(path, member) as fh:
-        for block in iter_line_blocks(fh, name):
+        for block in reader(fh, name):
             n += block.height
             parts.append(parse(block, name))
     return (pl.concat(parts) if parts else None), n, name
@@ -255,12 +262,13 @@ def convert_queries(path, member, fmt: str, out, restrict_qrels: str | Path | No
     split); the count of queries left out is logged, and a judged query missing from the file is an error.
     """
     if fmt == "msmarco-tsv":
-        parse = lambda b, n: _parse_msmarco_tsv(b, n, "qid", ANY_ID)  # noqa: E731 (TREC DL ids are digits too)
+        parse = lambda b, n: _check_msmarco_ids(b, n, "qid", ANY_ID)  # noqa: E731 (TREC DL ids are digits too)
+        reader = _tsv_reader(["qid", "text"])
     elif fmt == "beir-queries":
-        parse = _parse_beir_queries
+        parse, reader = _parse_beir_queries, iter_line_blocks
     else:
         raise ValueError(f"unknown queries format {fmt!r} (expected msmarco-tsv or beir-queries)")
-    rows, n, name = _read_blocks(path, member, parse)
+    rows, n, name = _read_blocks(path, member, parse, reader)
     counts = Counts(lines_in=n)
     if rows is None:
         raise InputFormatError(name, None, "no queries")

@@ -16,14 +16,13 @@ from .errors import InputFormatError
 BLOCK_BYTES = 32 << 20
 
 
-def iter_line_blocks(stream: BinaryIO, name: str, block_bytes: int | None = None) -> Iterator[pl.DataFrame]:
-    """Yield frames with columns `line` (u64, 1-based) and `raw` (str, without the newline).
+def iter_byte_blocks(stream: BinaryIO, block_bytes: int | None = None) -> Iterator[bytes]:
+    """Whole lines in blocks of about `block_bytes`, without the newline that ends each block.
 
-    One reused buffer: each block is read into it, the whole lines go to polars (split and UTF-8 checked in
-    Rust), and the unfinished last line moves to the front for the next read.
+    One reused buffer: each block is read into it and the unfinished last line moves to its front.
     """
     buf = bytearray(block_bytes or BLOCK_BYTES)
-    first_line, have = 1, 0
+    have = 0
     while True:
         if have == len(buf):  # a line longer than the buffer
             buf.extend(bytes(len(buf)))
@@ -36,20 +35,68 @@ def iter_line_blocks(stream: BinaryIO, name: str, block_bytes: int | None = None
                     break
                 end += n
         cut = buf.rfind(b"\n", 0, end)
-        if eof or cut < 0:
-            if eof:
-                if end:  # the last line; the file's final newline ends it, it does not start another
-                    last = end - 1 if buf[end - 1] == 0x0A else end
-                    yield _frame(bytes(buf[:last]), first_line, name)
-                return
+        if eof:
+            if end:  # the last line; the file's final newline ends it, it does not start another
+                yield bytes(buf[: end - 1 if buf[end - 1] == 0x0A else end])
+            return
+        if cut < 0:
             have = end
             continue
-        frame = _frame(bytes(buf[:cut]), first_line, name)
-        first_line += frame.height
-        yield frame
+        yield bytes(buf[:cut])
         rest = end - cut - 1
         buf[:rest] = buf[cut + 1 : end]
         have = rest
+
+
+def iter_line_blocks(stream: BinaryIO, name: str, block_bytes: int | None = None) -> Iterator[pl.DataFrame]:
+    """Yield frames with columns `line` (u64, 1-based) and `raw` (str, without the newline); lines are split
+    and checked as UTF-8 in polars, and a decode error names its line."""
+    first_line = 1
+    for body in iter_byte_blocks(stream, block_bytes):
+        frame = _frame(body, first_line, name)
+        first_line += frame.height
+        yield frame
+
+
+def iter_tsv_blocks(stream: BinaryIO, name: str, names: list[str], block_bytes: int | None = None):
+    """Frames of `line` plus one string column per name, from a file of exactly len(names) tab-separated
+    fields per line (no quoting). Polars' CSV reader parses each block; a block it cannot read unambiguously
+    (a blank or short line, an extra field, invalid UTF-8) goes through `iter_line_blocks`' path, whose error
+    names the line."""
+    first_line = 1
+    for body in iter_byte_blocks(stream, block_bytes):
+        n_lines = body.count(b"\n") + 1
+        rows = _read_tsv(body, names, n_lines)
+        if rows is None:
+            rows = split_fields(_frame(body, first_line, name), name, names, "\t")
+        else:
+            rows = rows.select(
+                pl.int_range(first_line, first_line + n_lines, dtype=pl.UInt64).alias("line"), *names
+            )
+        first_line += n_lines
+        yield rows
+
+
+def _read_tsv(body: bytes, names: list[str], n_lines: int) -> pl.DataFrame | None:
+    """The block through polars' CSV reader, or None unless every line has exactly len(names) fields."""
+    if body.count(b"\t") != n_lines * (len(names) - 1):  # some blank, short or long line
+        return None
+    try:
+        rows = pl.read_csv(
+            body,
+            separator="\t",
+            has_header=False,
+            quote_char=None,
+            schema=dict.fromkeys(names, pl.String),
+            empty_string_is_null=False,
+        )
+    except pl.exceptions.PolarsError:  # e.g. invalid UTF-8
+        return None
+    if rows.height != n_lines or rows.null_count().sum_horizontal().item():
+        return None
+    if b"\r" in body:  # CRLF files, as _frame treats them
+        rows = rows.with_columns(pl.col(names[-1]).str.strip_suffix("\r"))
+    return rows
 
 
 def _frame(body: bytes, first_line: int, name: str) -> pl.DataFrame:
