@@ -30,12 +30,16 @@ def world(d: Path, queries: int) -> tuple[Path, Path]:
 
     from utilanno import convert, pools, tinymodels, tinyworld
 
-    tinyworld.generate(d / "tw", passages=max(400, queries * 4), train_queries=queries, dev_queries=4, dl_queries=2,
-                       beir=[])
-    convert.convert_corpus(d / "tw/msmarco/collectionandqueries.tar.gz", "collection.tsv", "msmarco-tsv",
-                           d / "corpus.parquet")
+    tinyworld.generate(
+        d / "tw", passages=max(400, queries * 4), train_queries=queries, dev_queries=4, dl_queries=2, beir=[]
+    )
+    convert.convert_corpus(
+        d / "tw/msmarco/collectionandqueries.tar.gz", "collection.tsv", "msmarco-tsv", d / "corpus.parquet"
+    )
     convert.convert_pool(d / "tw/msmarco/train-tevatron.jsonl", None, "tevatron", d / "pool-input.parquet")
-    pools.build(d / "pool-input.parquet", d / "corpus.parquet", [d / "shard.parquet"], 30, 16, 1, "shuffle", 42)
+    pools.build(
+        d / "pool-input.parquet", d / "corpus.parquet", [d / "shard.parquet"], 30, 16, 1, "shuffle", 42
+    )
     model = tinymodels.build_tiny_qwen2(d / "tiny-qwen2")
     assert pl.read_parquet(d / "shard.parquet").height == queries
     return d / "shard.parquet", model
@@ -58,8 +62,15 @@ def main(engine_name, queries, batch_queries, rounds, record):
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         shard, model = world(d, queries)
-        llm = {"engine": engine_name, "model": str(model), "dtype": "float32", "max_model_len": 4096,
-               "batch_size": 2 * batch_queries, "enforce_eager": True, "gpus": 0}
+        llm = {
+            "engine": engine_name,
+            "model": str(model),
+            "dtype": "float32",
+            "max_model_len": 4096,
+            "batch_size": 2 * batch_queries,
+            "enforce_eager": True,
+            "gpus": 0,
+        }
         engine = engines.create(llm, gpus=0, threads=1)
         sampling = engines.Sampling(max_tokens=40)
         prompt = prompts.load(REPO / "prompts/relsel.yaml")
@@ -75,13 +86,14 @@ def main(engine_name, queries, batch_queries, rounds, record):
 
         def ours(k):
             tasks = annotate.relsel_tasks(pl.read_parquet(shard), prompt, 300)
-            annotate.run_shard("relsel", tasks, engine, "bench", sampling, "selection", d / f"out-{k}.jsonl",
-                               batch_queries)
+            annotate.run_shard(
+                "relsel", tasks, engine, "bench", sampling, "selection", d / f"out-{k}.jsonl", batch_queries
+            )
 
         bare()  # warm-up (first calls allocate)
         times = {"bare": [], "ours": []}
         for k in range(rounds):
-            for name, fn in (("bare", bare), ("ours", lambda: ours(k))):
+            for name, fn in (("bare", bare), ("ours", lambda k=k: ours(k))):
                 start = time.perf_counter()
                 fn()
                 times[name].append(time.perf_counter() - start)
@@ -103,8 +115,10 @@ def main(engine_name, queries, batch_queries, rounds, record):
     if record:
         path = REPO / "benchmarks" / "annotate_overhead.md"
         if not path.exists():
-            path.write_text("# Benchmark: annotation step overhead over a bare engine loop\n\n"
-                            "Target: our step's wall time within 10% of the bare engine calls on the same prompts.\n\n")
+            path.write_text(
+                "# Benchmark: annotation step overhead over a bare engine loop\n\n"
+                "Target: our step's wall time within 10% of the bare engine calls on the same prompts.\n\n"
+            )
         with open(path, "a") as fh:
             fh.write("\n".join(lines) + "\n")
 

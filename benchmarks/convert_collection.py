@@ -52,15 +52,68 @@ def _vocabulary(rng, size: int = 200_000) -> list[bytes]:
 
     letters = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz", dtype=np.uint8)
     # English-like letter frequencies, roughly.
-    freq = np.array([8.2, 1.5, 2.8, 4.3, 12.7, 2.2, 2.0, 6.1, 7.0, 0.2, 0.8, 4.0, 2.4, 6.7, 7.5, 1.9, 0.1, 6.0,
-                     6.3, 9.1, 2.8, 1.0, 2.4, 0.2, 2.0, 0.1])
+    freq = np.array(
+        [
+            8.2,
+            1.5,
+            2.8,
+            4.3,
+            12.7,
+            2.2,
+            2.0,
+            6.1,
+            7.0,
+            0.2,
+            0.8,
+            4.0,
+            2.4,
+            6.7,
+            7.5,
+            1.9,
+            0.1,
+            6.0,
+            6.3,
+            9.1,
+            2.8,
+            1.0,
+            2.4,
+            0.2,
+            2.0,
+            0.1,
+        ]
+    )
     lengths = np.clip(rng.poisson(5.5, size) + 1, 1, 18)
     chars = rng.choice(letters, size=int(lengths.sum()), p=freq / freq.sum()).tobytes()
     ends = np.cumsum(lengths)
-    words = [chars[e - n:e] for e, n in zip(ends.tolist(), lengths.tolist())]
+    words = [chars[e - n : e] for e, n in zip(ends.tolist(), lengths.tolist(), strict=True)]
     # The most frequent words are short function words, as in English.
-    common = [b"the", b"of", b"and", b"to", b"a", b"in", b"is", b"for", b"that", b"it", b"on", b"as", b"with",
-              b"are", b"by", b"be", b"or", b"from", b"was", b"this", b"an", b"can", b"at", b"your", b"you"]
+    common = [
+        b"the",
+        b"of",
+        b"and",
+        b"to",
+        b"a",
+        b"in",
+        b"is",
+        b"for",
+        b"that",
+        b"it",
+        b"on",
+        b"as",
+        b"with",
+        b"are",
+        b"by",
+        b"be",
+        b"or",
+        b"from",
+        b"was",
+        b"this",
+        b"an",
+        b"can",
+        b"at",
+        b"your",
+        b"you",
+    ]
     words[: len(common)] = common
     # Decoration: capitals, punctuation, numbers, quotes and some non-ASCII (MS MARCO has all of these).
     deco = rng.random(size)
@@ -110,8 +163,14 @@ def generate(path: Path, n: int, seed: int = 0) -> None:
             first = rng.integers(0, pool_words - 240, m)
             starts = word_off[first]
             ends = word_off[first + nwords] - 1  # drop the trailing space
-            fh.write(b"".join([b"%d\t%b\n" % (i, pool[s:e])
-                               for i, s, e in zip(range(lo, hi), starts.tolist(), ends.tolist())]))
+            fh.write(
+                b"".join(
+                    [
+                        b"%d\t%b\n" % (i, pool[s:e])
+                        for i, s, e in zip(range(lo, hi), starts.tolist(), ends.tolist(), strict=True)
+                    ]
+                )
+            )
     tmp.replace(path)
 
 
@@ -123,7 +182,9 @@ def ensure_collection(workdir: Path, n: int) -> tuple[Path, float]:
     t0 = time.perf_counter()
     # In a child: on Linux a child's ru_maxrss starts from its parent's high-water mark at fork time, so the
     # parent must stay small for the per-implementation peaks to mean anything.
-    subprocess.run([sys.executable, str(Path(__file__).resolve()), "--generate", str(path), str(n)], check=True)
+    subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--generate", str(path), str(n)], check=True
+    )
     os.sync()
     return path, time.perf_counter() - t0
 
@@ -144,8 +205,15 @@ def impl_pandas(src: Path, out: Path) -> dict:
 
     import pandas as pd
 
-    df = pd.read_csv(src, sep="\t", header=None, names=["docid", "text"], quoting=csv.QUOTE_NONE, dtype=str,
-                     keep_default_na=False)
+    df = pd.read_csv(
+        src,
+        sep="\t",
+        header=None,
+        names=["docid", "text"],
+        quoting=csv.QUOTE_NONE,
+        dtype=str,
+        keep_default_na=False,
+    )
     if df.docid.duplicated().any():
         raise ValueError("duplicate docids")
     df["title"] = ""
@@ -180,10 +248,16 @@ def run_child(impl: str, src: Path, out: Path) -> dict:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"{impl} failed with exit code {proc.returncode}:\n{stdout}")
-    line = next(l for l in stdout.splitlines() if l.startswith("RESULT "))
-    info = json.loads(line[len("RESULT "):])
-    info.update(impl=impl, wall_s=wall, cpu_s=ru.ru_utime + ru.ru_stime, peak_rss_mb=ru.ru_maxrss / 1024,
-                sampled_rss_mb=sampled["peak"] / 2**20, out_mb=out.stat().st_size / 2**20)
+    line = next(x for x in stdout.splitlines() if x.startswith("RESULT "))
+    info = json.loads(line[len("RESULT ") :])
+    info.update(
+        impl=impl,
+        wall_s=wall,
+        cpu_s=ru.ru_utime + ru.ru_stime,
+        peak_rss_mb=ru.ru_maxrss / 1024,
+        sampled_rss_mb=sampled["peak"] / 2**20,
+        out_mb=out.stat().st_size / 2**20,
+    )
     return info
 
 
@@ -259,17 +333,25 @@ def versions() -> str:
     import polars
     import pyarrow
 
-    return (f"python {platform.python_version()}, polars {polars.__version__}, pandas {pandas.__version__}, "
-            f"pyarrow {pyarrow.__version__}, numpy {numpy.__version__}")
+    return (
+        f"python {platform.python_version()}, polars {polars.__version__}, pandas {pandas.__version__}, "
+        f"pyarrow {pyarrow.__version__}, numpy {numpy.__version__}"
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--passages", type=int, default=8_841_823, help="number of passages (default: MS MARCO size)")
+    ap.add_argument(
+        "--passages", type=int, default=8_841_823, help="number of passages (default: MS MARCO size)"
+    )
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/bench"), help="where data and outputs go")
     ap.add_argument("--impl", choices=list(IMPLS), action="append", help="run only these (default: all)")
-    ap.add_argument("--repeat", type=int, default=3, help="runs per implementation, order alternating (default 3)")
-    ap.add_argument("--no-report", action="store_true", help="do not append to benchmarks/convert_collection.md")
+    ap.add_argument(
+        "--repeat", type=int, default=3, help="runs per implementation, order alternating (default 3)"
+    )
+    ap.add_argument(
+        "--no-report", action="store_true", help="do not append to benchmarks/convert_collection.md"
+    )
     ap.add_argument("--child", nargs=3, metavar=("IMPL", "SRC", "OUT"), help=argparse.SUPPRESS)
     ap.add_argument("--generate", nargs=2, metavar=("PATH", "N"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -283,18 +365,24 @@ def main() -> None:
     impls = args.impl or list(IMPLS)
     src, gen_s = ensure_collection(args.workdir, args.passages)
     size_mb = src.stat().st_size / 2**20
-    print(f"input: {src} ({args.passages:,} passages, {size_mb:,.0f} MiB, "
-          f"{size_mb * 2**20 / args.passages:.0f} bytes/line)" + (f", generated in {gen_s:.1f} s" if gen_s else ", cached"))
+    print(
+        f"input: {src} ({args.passages:,} passages, {size_mb:,.0f} MiB, "
+        f"{size_mb * 2**20 / args.passages:.0f} bytes/line)"
+        + (f", generated in {gen_s:.1f} s" if gen_s else ", cached")
+    )
     load0 = os.getloadavg()
     runs: dict[str, list[dict]] = {i: [] for i in impls}
     for rep in range(args.repeat):
         # Alternate the order so both see the same share of any background load (shared machine).
-        for impl in (impls if rep % 2 == 0 else impls[::-1]):
+        for impl in impls if rep % 2 == 0 else impls[::-1]:
             print(f"[{rep + 1}/{args.repeat}] running {impl} ...", flush=True)
             r = run_child(impl, src, args.workdir / f"out-{impl}.parquet")
             runs[impl].append(r)
-            print(f"  {impl}: {r['wall_s']:.1f} s wall, {r['convert_s']:.1f} s convert, {r['cpu_s']:.1f} s CPU, "
-                  f"{r['peak_rss_mb']:,.0f} MiB peak RSS", flush=True)
+            print(
+                f"  {impl}: {r['wall_s']:.1f} s wall, {r['convert_s']:.1f} s convert, {r['cpu_s']:.1f} s CPU, "
+                f"{r['peak_rss_mb']:,.0f} MiB peak RSS",
+                flush=True,
+            )
     load1 = os.getloadavg()
 
     check = ""
@@ -307,31 +395,44 @@ def main() -> None:
     results = {}
     for impl, rs in runs.items():
         best = min(rs, key=lambda r: r["wall_s"])
-        results[impl] = dict(best, wall_med=statistics.median(r["wall_s"] for r in rs),
-                             cpu_med=statistics.median(r["cpu_s"] for r in rs),
-                             rss_max=max(r["peak_rss_mb"] for r in rs),
-                             walls=", ".join(f"{r['wall_s']:.1f}" for r in rs))
-    rows = ["| impl | best wall s | median wall s | all walls s | convert s (best) | median CPU s | peak RSS MiB "
-            "(max of runs) | sampled RSS MiB | output MiB | rows |",
-            "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
+        results[impl] = dict(
+            best,
+            wall_med=statistics.median(r["wall_s"] for r in rs),
+            cpu_med=statistics.median(r["cpu_s"] for r in rs),
+            rss_max=max(r["peak_rss_mb"] for r in rs),
+            walls=", ".join(f"{r['wall_s']:.1f}" for r in rs),
+        )
+    rows = [
+        "| impl | best wall s | median wall s | all walls s | convert s (best) | median CPU s | peak RSS MiB "
+        "(max of runs) | sampled RSS MiB | output MiB | rows |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in results.values():
-        rows.append(f"| {r['impl']} | {r['wall_s']:.1f} | {r['wall_med']:.1f} | {r['walls']} | {r['convert_s']:.1f} | "
-                    f"{r['cpu_med']:.1f} | {r['rss_max']:,.0f} | {r['sampled_rss_mb']:,.0f} | {r['out_mb']:,.0f} | "
-                    f"{r['rows']:,} |")
+        rows.append(
+            f"| {r['impl']} | {r['wall_s']:.1f} | {r['wall_med']:.1f} | {r['walls']} | {r['convert_s']:.1f} | "
+            f"{r['cpu_med']:.1f} | {r['rss_max']:,.0f} | {r['sampled_rss_mb']:,.0f} | {r['out_mb']:,.0f} | "
+            f"{r['rows']:,} |"
+        )
     verdict = []
     if {"ours", "pandas"} <= results.keys():
         o, p = results["ours"], results["pandas"]
         speed = p["wall_s"] / o["wall_s"]
-        verdict.append(f"speed-up pandas/ours, best wall: **{speed:.2f}x** (median wall {p['wall_med'] / o['wall_med']:.2f}x, "
-                       f"median CPU {p['cpu_med'] / o['cpu_med']:.2f}x) — target >= {TARGET_SPEEDUP:.0f}x: "
-                       f"{'MET' if speed >= TARGET_SPEEDUP else 'NOT MET'}")
+        verdict.append(
+            f"speed-up pandas/ours, best wall: **{speed:.2f}x** (median wall {p['wall_med'] / o['wall_med']:.2f}x, "
+            f"median CPU {p['cpu_med'] / o['cpu_med']:.2f}x) — target >= {TARGET_SPEEDUP:.0f}x: "
+            f"{'MET' if speed >= TARGET_SPEEDUP else 'NOT MET'}"
+        )
         verdict.append(f"peak RSS pandas/ours: {p['rss_max'] / o['rss_max']:.2f}x")
     if "ours" in results:
         gb = results["ours"]["rss_max"] / 1024
-        verdict.append(f"ours peak RSS {gb:.2f} GiB — target < {TARGET_RSS_GB:.0f} GB: "
-                       f"{'MET' if gb * 2**30 < TARGET_RSS_GB * 1e9 else 'NOT MET'}")
-    verdict.append(f"load average (1 min) before/after: {load0[0]:.1f} / {load1[0]:.1f} "
-                   f"(other work on the machine inflates wall times)")
+        verdict.append(
+            f"ours peak RSS {gb:.2f} GiB — target < {TARGET_RSS_GB:.0f} GB: "
+            f"{'MET' if gb * 2**30 < TARGET_RSS_GB * 1e9 else 'NOT MET'}"
+        )
+    verdict.append(
+        f"load average (1 min) before/after: {load0[0]:.1f} / {load1[0]:.1f} "
+        f"(other work on the machine inflates wall times)"
+    )
     table = "\n".join(rows)
     print()
     print(table)
@@ -339,15 +440,30 @@ def main() -> None:
         print(v)
 
     if not args.no_report:
-        cmd = " ".join([".venv/bin/python", "benchmarks/convert_collection.py", "--passages", str(args.passages),
-                        "--workdir", str(args.workdir), "--repeat", str(args.repeat)] + [f"--impl {i}" for i in (args.impl or [])])
-        entry = [f"\n## {dt.datetime.now().strftime('%Y-%m-%d %H:%M')}\n",
-                 f"- command: `{cmd}`",
-                 f"- machine: {machine()}",
-                 f"- versions: {versions()}",
-                 f"- input: {args.passages:,} passages, {size_mb:,.0f} MiB",
-                 f"- check: {check or 'not run'}",
-                 "", table, ""] + [f"- {v}" for v in verdict]
+        cmd = " ".join(
+            [
+                ".venv/bin/python",
+                "benchmarks/convert_collection.py",
+                "--passages",
+                str(args.passages),
+                "--workdir",
+                str(args.workdir),
+                "--repeat",
+                str(args.repeat),
+            ]
+            + [f"--impl {i}" for i in (args.impl or [])]
+        )
+        entry = [
+            f"\n## {dt.datetime.now().strftime('%Y-%m-%d %H:%M')}\n",
+            f"- command: `{cmd}`",
+            f"- machine: {machine()}",
+            f"- versions: {versions()}",
+            f"- input: {args.passages:,} passages, {size_mb:,.0f} MiB",
+            f"- check: {check or 'not run'}",
+            "",
+            table,
+            "",
+        ] + [f"- {v}" for v in verdict]
         if not REPORT.exists():
             REPORT.write_text(HEADER)
         with open(REPORT, "a") as fh:
