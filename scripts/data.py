@@ -8,6 +8,7 @@ python scripts/data.py tiny-world --out DIR [--seed N ...]
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -27,6 +28,7 @@ log = logs.setup("data")
 def _fail_cleanly(fn):
     """Input errors end the command with their file:line message, not a traceback."""
 
+    @functools.wraps(fn)
     def run(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
@@ -34,7 +36,6 @@ def _fail_cleanly(fn):
             log.error("%s", err)
             raise click.ClickException(str(err)) from None
 
-    run.__name__, run.__doc__ = fn.__name__, fn.__doc__
     return run
 
 

@@ -498,9 +498,8 @@ def _answers_nq_open(path, member, name, queries: pl.DataFrame, counts: Counts) 
                 if not answers:
                     raise InputFormatError(name, int(line), "'answer' must be a non-empty list of strings")
                 counts.lines_in += 1
-                by_text.setdefault(normalize_question(q), []).extend(
-                    a for a in answers if a not in by_text.get(normalize_question(q), [])
-                )
+                known = by_text.setdefault(normalize_question(q), [])
+                known += [a for a in dict.fromkeys(answers) if a not in known]
     out = {}
     for qid, text in queries.select("qid", "text").iter_rows():
         hit = by_text.get(normalize_question(text))
