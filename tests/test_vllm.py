@@ -116,3 +116,85 @@ def test_smollm2_annotates_tiny_world_queries_through_vllm(world):
     windows = [w for r in records for w in r["windows"]]
     assert all(w["status"] == "parsed" and w["raw"].startswith("My selection:[") for w in windows)
     assert all(r["prompt_tokens"] > 1000 for r in records)  # two windows of 16 passages each
+
+
+REPLUG_SCRIPT = """
+import json, sys
+from utilanno import engines, replug
+
+if __name__ == "__main__":  # vLLM spawns workers that import this file
+    world, out = sys.argv[1], sys.argv[2]
+    llm = {"engine": "vllm", "model": world + "/tiny-qwen2", "dtype": "float32", "max_model_len": 4096,
+           "enforce_eager": True}
+    engine = engines.create(llm, gpus=0)
+    cases = json.load(open(world + "/replug-cases.json"))
+    direct = engine.answer_logprobs(cases["conversations"], cases["answers"])
+    json.dump([list(s) for s in direct], open(out + ".direct.json", "w"))
+    replug.score_shard(world + "/shard-0.parquet", world + "/replug-answers.parquet",
+                       sys.argv[3], llm, out, engine=engine, batch_queries=2)
+"""
+
+
+def test_vllm_answer_logprobs_equal_transformers(world, tmp_path):
+    """REPLUG scores (log P(answer | query, passage)) from vLLM's prompt log-probabilities equal the
+    transformers engine's on the same weights: directly, and through the shard job over a pool shard."""
+    import torch
+
+    from utilanno import engines, replug
+
+    torch.set_num_threads(1)
+    conversations = [
+        [{"role": "user", "content": "the retriever ranks passages"}],
+        [{"role": "user", "content": "a"}],
+        [
+            {"role": "user", "content": "You are the relevance judger."},
+            {"role": "assistant", "content": "Yes, I am the relevance judger."},
+            {"role": "user", "content": "[1] a passage\nSearch Query: q?."},
+        ],
+    ]
+    answers = ["the top documents for open domain question answering", "x", " The reranker selects evidence."]
+    (world / "replug-cases.json").write_text(json.dumps({"conversations": conversations, "answers": answers}))
+    qids = pl.read_parquet(world / "shard-0.parquet")["qid"].to_list()
+    pl.DataFrame(
+        {"qid": qids[1:], "answers": [[f"the annotator labels {q} quickly and cheaply"] for q in qids[1:]]},
+        schema={"qid": pl.String, "answers": pl.List(pl.String)},
+    ).write_parquet(world / "replug-answers.parquet")  # the first query has no answer
+    script = tmp_path / "replug_vllm.py"
+    script.write_text(REPLUG_SCRIPT)
+    out = tmp_path / "replug-vllm.jsonl"
+    prompt = REPO / "prompts/replug.yaml"
+    proc = subprocess.run(
+        [sys.executable, str(script), str(world), str(out), str(prompt)],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+    engine = engines.TransformersEngine(
+        str(world / "tiny-qwen2"), dtype="float32", batch_size=8, device="cpu"
+    )
+    ours = engine.answer_logprobs(conversations, answers)
+    theirs = json.loads(Path(str(out) + ".direct.json").read_text())
+    for a, (logprob, n_tokens, prompt_tokens) in zip(ours, theirs, strict=True):
+        assert (a.n_tokens, a.prompt_tokens) == (n_tokens, prompt_tokens)
+        assert a.logprob == pytest.approx(logprob, abs=1e-3)
+
+    mine = tmp_path / "replug-transformers.jsonl"
+    replug.score_shard(
+        world / "shard-0.parquet",
+        world / "replug-answers.parquet",
+        prompt,
+        {"engine": "transformers", "model": "tiny", "dtype": "float32"},
+        mine,
+        engine=engine,
+    )
+    a_recs = [json.loads(line) for line in mine.read_text().splitlines()]
+    b_recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["status"] for r in b_recs] == ["no_answer"] + ["scored"] * (len(qids) - 1)
+    for a, b in zip(a_recs, b_recs, strict=True):
+        assert (a["qid"], a["docids"], a["n_tokens"]) == (b["qid"], b["docids"], b["n_tokens"])
+        assert a["prompt_tokens"] == b["prompt_tokens"] and a["prompt_hashes"] == b["prompt_hashes"]
+        assert a["logprobs"] == pytest.approx(b["logprobs"], abs=1e-3)
+    assert len(b_recs[1]["docids"]) == 31

@@ -2,6 +2,16 @@
 
 `guides` is None or one regular expression (or None) per conversation: the output shape to enforce.
 
+`answer_logprobs(conversations, answers) -> [AnswerScore]` scores a given answer instead of generating one
+(REPLUG utility, PAPER-SPEC C.3): log P(answer | conversation) under the model, summed over the answer's
+tokens. The conversation is rendered with the chat template and the generation prompt, exactly as `chat`
+sends it; the answer is the assistant's reply that follows. Only the answer's own tokens are scored, not the
+end-of-turn token after them: P(a | q, d) is about the answer's content, and an end-of-turn term would add a
+template-specific "the answer stops here" factor. Prompt and answer are tokenized separately and their ids
+concatenated (`answer_token_ids`): tokenizing the joined text could merge characters across the boundary
+into one token (then no exact answer span exists), and both local engines get the very same ids, so their
+scores agree. (A model generating the answer after the generation prompt starts a fresh token there too.)
+
 - `vllm`: offline `vllm.LLM` with the model's chat template, prefix caching (the long shared system turns
   of a prompt file), tensor parallel over the job's GPUs, optional structured output.
 - `transformers`: batched `generate`, CPU or GPU; greedy output equals vLLM's on the same weights.
@@ -18,6 +28,7 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import NamedTuple
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +63,36 @@ class Generation:
     completion_tokens: int
 
 
+class AnswerScore(NamedTuple):
+    """log P(answer | prompt) summed over the answer's `n_tokens` tokens; `prompt_tokens` before them."""
+
+    logprob: float
+    n_tokens: int
+    prompt_tokens: int
+
+
+def answer_token_ids(tokenizer, conversation: list[dict], answer: str) -> tuple[list[int], list[int]]:
+    """The prompt's ids (chat template with the generation prompt) and the answer's ids, tokenized apart.
+
+    Neither part gets extra special tokens: the template already holds them (as `chat` and vLLM do it).
+    """
+    if not isinstance(answer, str) or not answer.strip():
+        raise ValueError(f"the answer to score must be a non-empty string, got {answer!r}")
+    text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+    prompt = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    ids = list(tokenizer(answer, add_special_tokens=False)["input_ids"])
+    if not prompt:
+        raise ValueError("the conversation renders to no tokens: the first answer token has no context")
+    if not ids:
+        raise ValueError(f"the answer {answer!r} tokenizes to no tokens")
+    return prompt, ids
+
+
+def _check_pairs(conversations: list[list[dict]], answers: list[str]) -> None:
+    if len(conversations) != len(answers):
+        raise ValueError(f"{len(conversations)} conversations but {len(answers)} answers: one answer each")
+
+
 class Engine:
     name = "engine"
 
@@ -59,6 +100,10 @@ class Engine:
         self, conversations: list[list[dict]], sampling: Sampling, guides: list[str | None] | None = None
     ) -> list[Generation]:
         raise NotImplementedError
+
+    def answer_logprobs(self, conversations: list[list[dict]], answers: list[str]) -> list[AnswerScore]:
+        """log P(answers[i] | conversations[i]) for each i (see the module's docstring)."""
+        raise NotImplementedError(f"the {self.name} engine cannot score answers")
 
 
 class TransformersEngine(Engine):
@@ -141,6 +186,57 @@ class TransformersEngine(Engine):
             out.append(Generation(text, int(n_prompt), len(ids)))
         return out
 
+    def answer_logprobs(self, conversations, answers):
+        _check_pairs(conversations, answers)
+        pairs = [answer_token_ids(self.tokenizer, c, a) for c, a in zip(conversations, answers, strict=True)]
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        for k, (prompt, ids) in enumerate(pairs):
+            if limit and len(prompt) + len(ids) > limit:
+                raise ValueError(
+                    f"conversation {k}: {len(prompt)} prompt + {len(ids)} answer tokens exceed the model's "
+                    f"{limit} positions"
+                )
+        out: list[AnswerScore] = []
+        for start in range(0, len(pairs), self.batch_size):
+            out += self._score(pairs[start : start + self.batch_size])
+        return out
+
+    def _score(self, pairs: list[tuple[list[int], list[int]]]) -> list[AnswerScore]:
+        """One padded forward pass. Rows are padded on the left, so every answer ends the row and only the
+        logits of the last (longest answer + 1) positions are computed (not a vocabulary-wide row per prompt
+        token); position ids count real tokens only, so padding leaves every value unchanged."""
+        torch = self.torch
+        seqs = [prompt + ids for prompt, ids in pairs]
+        width = max(len(s) for s in seqs)
+        longest = max(len(ids) for _, ids in pairs)
+        input_ids = torch.full((len(seqs), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for row, seq in enumerate(seqs):
+            input_ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+            mask[row, width - len(seq) :] = 1
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        keep = longest + 1  # the logits at position t predict the token at t + 1
+        kwargs = {"logits_to_keep": keep} if self._keeps_logits() else {}
+        with torch.inference_mode():
+            logits = self.model(
+                input_ids=input_ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                position_ids=positions.to(self.device),
+                **kwargs,
+            ).logits[:, -keep:-1]
+            logprobs = torch.log_softmax(logits.float(), dim=-1)
+            targets = input_ids[:, width - longest :].to(self.device)
+            picked = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1).double().cpu()
+        return [
+            AnswerScore(float(picked[row, longest - len(ids) :].sum()), len(ids), len(prompt))
+            for row, (prompt, ids) in enumerate(pairs)
+        ]
+
+    def _keeps_logits(self) -> bool:
+        import inspect
+
+        return "logits_to_keep" in inspect.signature(self.model.forward).parameters
+
 
 class RegexGuide:
     """Structured output for the transformers engine: at each step keep only the best-scoring token that keeps
@@ -200,6 +296,7 @@ class VllmEngine(Engine):
             seed=seed,
             enforce_eager=enforce_eager,
         )
+        self.max_model_len = max_model_len
 
     def chat(self, conversations, sampling, guides=None):
         from vllm import SamplingParams
@@ -225,6 +322,43 @@ class VllmEngine(Engine):
             for o in outputs
         ]
 
+    def answer_logprobs(self, conversations, answers):
+        """The prompt log-probabilities of the concatenated ids (`prompt_logprobs=0`: the actual token's
+        only; raw model log-probabilities, before any sampling transform); one generated token is discarded.
+        """
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        _check_pairs(conversations, answers)
+        tokenizer = self.llm.get_tokenizer()
+        pairs = [answer_token_ids(tokenizer, c, a) for c, a in zip(conversations, answers, strict=True)]
+        for k, (prompt, ids) in enumerate(pairs):
+            if len(prompt) + len(ids) >= self.max_model_len:  # room for the one generated token
+                raise ValueError(
+                    f"conversation {k}: {len(prompt)} prompt + {len(ids)} answer tokens do not fit "
+                    f"max_model_len {self.max_model_len}"
+                )
+        if not pairs:
+            return []
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False)
+        outputs = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=prompt + ids) for prompt, ids in pairs], params, use_tqdm=False
+        )
+        out = []
+        for (prompt, ids), o in zip(pairs, outputs, strict=True):
+            per_position = o.prompt_logprobs  # None first (no context), then {token id: Logprob} per position
+            total = sum(per_position[len(prompt) + j][t].logprob for j, t in enumerate(ids))
+            out.append(AnswerScore(float(total), len(ids), len(prompt)))
+        return out
+
+
+OPENAI_NO_SCORES = (
+    "the openai engine cannot score answers: the chat API gives no log-probabilities of a given text (echoed "
+    "prompt log-probabilities are a legacy completions feature that servers implement differently or not at "
+    "all, and the chat template is applied out of sight); score with the vllm or transformers engine on the "
+    "same model"
+)
+
 
 class OpenAIEngine(Engine):
     """Chat completions over HTTP; requests run concurrently, each retried with back-off."""
@@ -241,6 +375,9 @@ class OpenAIEngine(Engine):
     def chat(self, conversations, sampling, guides=None):  # endpoints differ in guided decoding: not used
         with ThreadPoolExecutor(self.concurrency) as pool:
             return list(pool.map(lambda c: self._one(c, sampling), conversations))
+
+    def answer_logprobs(self, conversations, answers):
+        raise NotImplementedError(OPENAI_NO_SCORES)
 
     def _one(self, messages, sampling) -> Generation:
         body = {
