@@ -17,12 +17,14 @@ include: "rules/data.smk"
 include: "rules/models.smk"
 include: "rules/pool.smk"
 include: "rules/annotate.smk"
+include: "rules/train.smk"
 
 
 localrules:
     all,
     data_only,
     annotate_only,
+    train_only,
 
 
 rule all:
@@ -30,6 +32,12 @@ rule all:
     input:
         PLAN.data_targets(),
         PLAN.annotation_targets(),
+        PLAN.training_targets(),
+
+
+rule train_only:
+    input:
+        PLAN.training_targets(),
 
 
 rule annotate_only:

@@ -2,6 +2,7 @@
 # Helpers live in the library (src/utilanno/plan.py) so that tests import them without Snakemake.
 import json
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -75,11 +76,20 @@ wildcard_constraints:
 
 
 # Helpers of the LLM stages.
-def prompt_file(step):
+def prompt_path(path):
     """A prompt path from config: as given when it exists (absolute, or relative to the working directory),
     else relative to the workflow's folder (the prompts that ship with it)."""
-    path = Path(config["annotation"]["prompts"][step])
+    path = Path(path)
     return str(path) if path.is_absolute() or path.exists() else str(Path(workflow.basedir) / path)
+
+
+def prompt_file(step):
+    return prompt_path(config["annotation"]["prompts"][step])
+
+
+def alternatives(names):
+    """A wildcard constraint matching exactly these names (never anything when there are none)."""
+    return "|".join(re.escape(n) for n in sorted(names)) or "(?!)"
 
 
 def llm_arg(name):

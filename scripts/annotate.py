@@ -3,6 +3,8 @@
 python scripts/annotate.py pool --input train-pool.parquet --corpus corpus.parquet --out shard-0.parquet ...
 python scripts/annotate.py step relsel --pool shard-0 --prompt prompts/relsel.yaml --llm JSON --out X
 python scripts/annotate.py merge relsel --shard ... --pool ... --out merged.parquet --stats stats.json
+python scripts/annotate.py replug --pool shard-0 --answers answers-train.parquet --prompt P --llm JSON ...
+python scripts/annotate.py replug-merge --shard ... --pool ... --length sum --out merged.parquet --stats S
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ except ImportError:  # running from a checkout without `pip install -e .`
 import click
 import polars as pl
 
-from utilanno import annotate, engines, logs, pools, prompts
+from utilanno import annotate, engines, logs, pools, prompts, replug
 from utilanno.atomic import atomic_text
 from utilanno.errors import InputFormatError
 
@@ -128,6 +130,57 @@ def step_cmd(
 def merge_cmd(step, shards, pool_files, benchmarks, gpus, topk, out, stats_out):
     """Merge a step's shards into one table and write its statistics (JSON and log)."""
     stats = annotate.merge(step, list(shards), list(pool_files), out, list(topk), list(benchmarks), gpus)
+    with atomic_text(stats_out) as fh:
+        json.dump(stats, fh, indent=2)
+        fh.write("\n")
+
+
+@cli.command("replug")
+@click.option("--pool", "pool_file", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--answers", "answers_file", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--prompt", "prompt_file", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--llm", "llm_json", required=True, help="The llms.<name> config entry as JSON.")
+@click.option("--answer", type=click.Choice(replug.ANSWER_CHOICES), default="first", show_default=True)
+@click.option("--passage-words", default=300, show_default=True)
+@click.option("--gpus", default=None, type=int, help="GPUs of this job (vLLM tensor parallel size).")
+@click.option("--threads", default=1, show_default=True, help="CPU threads for the transformers engine.")
+@click.option(
+    "--batch-queries", default=64, show_default=True, help="Queries per engine call and checkpoint."
+)
+@click.option("--out", required=True, type=click.Path(dir_okay=False))
+def replug_cmd(
+    pool_file, answers_file, prompt_file, llm_json, answer, passage_words, gpus, threads, batch_queries, out
+):
+    """REPLUG utilities of one pool shard: log P(gold answer | query, passage) per passage (resumable)."""
+    try:
+        replug.score_shard(
+            pool_file,
+            answers_file,
+            prompt_file,
+            json.loads(llm_json),
+            out,
+            passage_words=passage_words,
+            answer=answer,
+            gpus=gpus,
+            threads=threads,
+            batch_queries=batch_queries,
+        )
+    except (InputFormatError, ValueError, NotImplementedError) as err:
+        raise click.ClickException(str(err)) from None
+
+
+@cli.command("replug-merge")
+@click.option("--shard", "shards", required=True, multiple=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--pool", "pool_files", multiple=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--length", type=click.Choice(replug.LENGTHS), default="sum", show_default=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False))
+@click.option("--stats", "stats_out", required=True, type=click.Path(dir_okay=False))
+def replug_merge_cmd(shards, pool_files, length, out, stats_out):
+    """Merge REPLUG shards into the utility table (qid, docid, logprob, n_tokens, utility, prompt_hash)."""
+    try:
+        stats = replug.merge(list(shards), out, length, list(pool_files) or None)
+    except (InputFormatError, ValueError) as err:
+        raise click.ClickException(str(err)) from None
     with atomic_text(stats_out) as fh:
         json.dump(stats, fh, indent=2)
         fh.write("\n")

@@ -63,6 +63,8 @@ def tiny_work(tmp_path_factory) -> Path:
         conf.setdefault("annotation", {}).setdefault("prompts", {})[step] = (
             f"prompts/{step}.yaml"  # work's copy
         )
+    shutil.copy2(REPO / "prompts" / "replug.yaml", work / "prompts" / "replug.yaml")
+    conf.setdefault("replug", {})["prompt"] = "prompts/replug.yaml"
     (work / "tiny.yaml").write_text(yaml.safe_dump(conf, sort_keys=False))
     snakemake(
         "--configfile",

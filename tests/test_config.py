@@ -23,7 +23,7 @@ def raw(path=TINY) -> dict:
 
 def test_paper_grid_validates_and_covers_the_paper():
     c = cfg.load(PAPER)
-    assert len(c["sources"]) == 25
+    assert len(c["sources"]) == 26  # + QnA train answers for REPLUG
     beir = [d for d in c["datasets"] if d.startswith("beir-")]
     assert len([d for d in beir if "cqadupstack" not in d]) == 13
     assert len([d for d in beir if "cqadupstack" in d]) == 12

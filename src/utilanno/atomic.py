@@ -37,3 +37,24 @@ def atomic_text(target: str | os.PathLike, encoding: str = "utf-8") -> Iterator:
     """Open a text file for writing that appears under `target` only once closed without error."""
     with atomic_path(target) as tmp, open(tmp, "w", encoding=encoding, newline="\n") as fh:
         yield fh
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder beside `target`; it replaces `target` (a folder) if the block succeeds."""
+    import shutil
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}.", dir=target.parent))
+    os.chmod(tmp, 0o777 & ~_UMASK)
+    try:
+        yield tmp
+        if target.exists():
+            old = target.with_name(f".old-{target.name}.{os.getpid()}")
+            os.replace(target, old)
+            shutil.rmtree(old)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)

@@ -144,6 +144,9 @@ def load(path: str | Path) -> dict:
     return validate(config)
 
 
+SINGLE_POSITIVE_SAMPLINGS = ("human", "pos_one")
+
+
 def _cross_check(config: dict) -> list[str]:
     """References between sections: every name used must be defined."""
     out: list[str] = []
@@ -186,6 +189,39 @@ def _cross_check(config: dict) -> list[str]:
         ref(f"experiments.{ename}.backbone", exp["backbone"], config["backbones"], "backbones")
         if "annotator" in exp:
             ref(f"experiments.{ename}.annotator", exp["annotator"], config["llms"], "llms")
+        if (exp["labels"] == "replug") != (exp["loss"] == "replug_kl"):
+            out.append(
+                f"config key 'experiments.{ename}': labels 'replug' go with loss 'replug_kl', and only they"
+            )
+        cl = exp.get("curriculum")
+        key, sampling = (
+            ("curriculum.stage1_sampling", cl["stage1_sampling"]) if cl else ("sampling", exp["sampling"])
+        )
+        if exp["loss"] in ("singlelh", "rand1lh") and sampling not in SINGLE_POSITIVE_SAMPLINGS:
+            out.append(
+                f"config key 'experiments.{ename}.{key}': loss {exp['loss']} scores the group's first"
+                f" passage as its one positive, so sampling must be one of {list(SINGLE_POSITIVE_SAMPLINGS)}"
+                f" (got {sampling!r})"
+            )
+        if exp.get("curriculum") and not exp["human_fraction"] > 0:
+            out.append(
+                f"config key 'experiments.{ename}.human_fraction': a curriculum needs a fraction above 0"
+            )
+        if exp["labels"] == "union" and not exp["human_fraction"] > 0:
+            out.append(
+                f"config key 'experiments.{ename}.human_fraction': 'union' labels need a fraction above 0"
+            )
+    if any(e["labels"] == "replug" for e in config["experiments"].values()):
+        rp = config["replug"]
+        if "scorer" in rp:
+            ref("replug.scorer", rp["scorer"], config["llms"], "llms")
+        answers = datasets.get(ann["dataset"], {}).get("answers", {})
+        if rp["answers"] not in answers:
+            out.append(
+                f"config key 'replug.answers': dataset {ann['dataset']!r} has no answers for split"
+                f" {rp['answers']!r} (has {sorted(answers)}); REPLUG labels need the training queries'"
+                " answers"
+            )
     for i, gen in enumerate(config["rag"]["generators"]):
         ref(f"rag.generators.{i}", gen, config["llms"], "llms")
     for name in config["rag"]["datasets"]:

@@ -124,3 +124,137 @@ class Plan:
             for s in STEPS
             for f in ("merged.parquet", "stats.json")
         ]
+
+    # -- REPLUG -----------------------------------------------------------------------------------------
+    def replug_scorer(self) -> str | None:
+        """The LLM that scores REPLUG utilities, when an experiment uses them."""
+        if not any(e["labels"] == "replug" for e in self.config["experiments"].values()):
+            return None
+        return self.config["replug"].get("scorer", self.config["annotation"]["annotator"])
+
+    def replug_table(self) -> str:
+        return f"{self.annotation_dir(self.replug_scorer(), 'replug')}/merged.parquet"
+
+    def replug_answers(self) -> str:
+        ds = self.config["annotation"]["dataset"]
+        return f"{self.data_dir(ds)}/answers-{self.config['replug']['answers']}.parquet"
+
+    # -- label sets and training ------------------------------------------------------------------------
+    @staticmethod
+    def _pct(fraction: float) -> str:
+        return f"{fraction * 100:g}pct"
+
+    def _label_set(self, exp: dict, stage: int) -> tuple[str, dict]:
+        """(name, spec) of the label set one stage of an experiment trains on. Names say what a set holds:
+        human, human-20pct, <annotator>/utilsel, <annotator>/utilrank@10-exclusion, <annotator>/union-20pct.
+        """
+        if stage == 2 or exp["labels"] == "human":
+            frac = exp["human_fraction"] if stage == 2 else 1.0
+            name = "human" if frac >= 1.0 else f"human-{self._pct(frac)}"
+            return name, {
+                "kind": "human",
+                "subset": frac,
+                "merged": None,
+                "human_positive": "random",
+                "human_fraction": 0.0,
+            }
+        annotator = exp.get("annotator", self.config["annotation"]["annotator"])
+        kind = exp["labels"]
+        name = f"{annotator}/{kind}"
+        spec = {"kind": kind, "subset": 1.0, "human_positive": exp["human_positive"], "human_fraction": 0.0}
+        if kind == "union":
+            name += f"-{self._pct(exp['human_fraction'])}"
+            spec["human_fraction"] = exp["human_fraction"]
+        if exp["human_positive"] != "random":
+            name += f"-{exp['human_positive']}"
+        step = "utilsel" if kind == "union" else kind.split("@")[0]
+        spec["merged"] = f"{self.annotation_dir(annotator, step)}/merged.parquet"
+        return name, spec
+
+    def label_sets(self) -> dict[str, dict]:
+        """Every label set an experiment needs, by name (REPLUG utilities are the merged scoring table)."""
+        out = {}
+        for exp in self.config["experiments"].values():
+            for stage in (1, 2) if exp.get("curriculum") else (1,):
+                if stage == 1 and exp["labels"] == "replug":
+                    continue
+                name, spec = self._label_set(exp, stage)
+                out[name] = spec
+        return out
+
+    def labels_file(self, name: str) -> str:
+        return f"{self.results}/labels/{name}.parquet"
+
+    def retriever_dir(self, name: str) -> str:
+        return f"{self.results}/retrievers/{name}"
+
+    def _settings(self, exp: dict, stage: int) -> dict:
+        t = self.config["training"]
+        rate, epochs = t["learning_rate"], t["epochs"]
+        if exp["recipe"] == "retromae":
+            rate, epochs = t["retromae_recipe"]["learning_rate"], t["retromae_recipe"]["epochs"]
+        cl = exp.get("curriculum")
+        if stage == 2:
+            loss, sampling, epochs = "singlelh", "human", cl["epochs"]
+        else:
+            loss, sampling = exp["loss"], cl["stage1_sampling"] if cl else exp["sampling"]
+        keys = (
+            "query_max_len",
+            "passage_max_len",
+            "group_size",
+            "per_device_batch",
+            "warmup_ratio",
+            "weight_decay",
+            "temperature",
+            "max_grad_norm",
+            "precision",
+            "seed",
+            "checkpoint_every",
+        )
+        return {
+            "loss": loss,
+            "sampling": sampling,
+            "pooling": self.config["backbones"][exp["backbone"]]["pooling"],
+            "learning_rate": rate,
+            "epochs": epochs,
+            "utility_temperature": self.config["replug"]["temperature"],
+            **{k: t[k] for k in keys},
+        }
+
+    def trainings(self) -> dict[str, dict]:
+        """Every training job by output name: the experiments, and the stage 1 of each curriculum, shared by
+        experiments whose stage 1 is identical and named after the first of them (`<experiment>-stage1`).
+
+        A job: init (backbone model or a stage-1 retriever folder), labels (file), settings (train.Settings).
+        """
+        jobs: dict[str, dict] = {}
+        stage1: dict[str, str] = {}  # identity of a stage 1 -> its job name
+        for name, exp in self.config["experiments"].items():
+            backbone = self.resolve(self.config["backbones"][exp["backbone"]]["model"])
+            first = {
+                "init": backbone,
+                "labels": self.replug_table()
+                if exp["labels"] == "replug"
+                else self.labels_file(self._label_set(exp, 1)[0]),
+                "settings": self._settings(exp, 1),
+            }
+            if not exp.get("curriculum"):
+                jobs[name] = first
+                continue
+            key = repr(sorted(first.items()))
+            if key not in stage1:
+                stage1[key] = f"{name}-stage1"
+                jobs[stage1[key]] = first
+            jobs[name] = {
+                "init": self.retriever_dir(stage1[key]),
+                "labels": self.labels_file(self._label_set(exp, 2)[0]),
+                "settings": self._settings(exp, 2),
+            }
+        return jobs
+
+    def init_inputs(self, init: str) -> list[str]:
+        """Inputs of a training job's starting point: a model the workflow builds or a stage-1 retriever."""
+        return [init] if init.startswith(f"{self.results}/retrievers/") else self.model_inputs(init)
+
+    def training_targets(self) -> list[str]:
+        return [self.retriever_dir(name) for name in self.config["experiments"]]

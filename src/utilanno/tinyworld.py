@@ -10,7 +10,7 @@ Files (relative to the output folder), named as the official downloads:
   msmarco/queries.tar.gz               queries.train.tsv, queries.dev.tsv, queries.eval.tsv
   msmarco/qrels.train.tsv              qid<TAB>0<TAB>pid<TAB>1
   msmarco/train-tevatron.jsonl         query_id, query, positive_passages, negative_passages
-  msmarco/dev_v2.1.json.gz             MS MARCO QnA v2.1 layout (column-oriented JSON)
+  msmarco/{train,dev}_v2.1.json.gz     MS MARCO QnA v2.1 layout (column-oriented JSON)
   trec/msmarco-test20{19,20}-queries.tsv.gz, trec/20{19,20}qrels-pass.txt (graded 0-3, space-separated)
   beir/<name>.zip <name>/corpus.jsonl, queries.jsonl, qrels/test.tsv (cqadupstack: forums)
   nq/NQ-open.dev.jsonl                 {"question", "answer": [...]}
@@ -59,6 +59,7 @@ def files(beir: list[str]) -> list[str]:
         "msmarco/queries.tar.gz",
         "msmarco/qrels.train.tsv",
         "msmarco/train-tevatron.jsonl",
+        "msmarco/train_v2.1.json.gz",
         "msmarco/dev_v2.1.json.gz",
         "trec/msmarco-test2019-queries.tsv.gz",
         "trec/2019qrels-pass.txt",
@@ -226,27 +227,8 @@ def generate(
             )
         )
     put("msmarco/train-tevatron.jsonl", ("\n".join(lines) + "\n").encode())
-    qna = {
-        "answers": {},
-        "passages": {},
-        "query": {},
-        "query_id": {},
-        "query_type": {},
-        "wellFormedAnswers": {},
-    }
-    for row, (qid, text, p) in enumerate(dev_q + dev_extra):
-        has = p is not None and row % 7 != 3  # some dev queries have no answer, as in the real file
-        qna["answers"][str(row)] = (
-            [f"The {p.relation} of {p.keys[0]} {p.keys[1]} is {p.answer}."] if has else ["No Answer Present."]
-        )
-        qna["passages"][str(row)] = [
-            {"is_selected": 1, "passage_text": p.text if p else "", "url": "http://example.org/"}
-        ]
-        qna["query"][str(row)] = text
-        qna["query_id"][str(row)] = int(qid)
-        qna["query_type"][str(row)] = "DESCRIPTION"
-        qna["wellFormedAnswers"][str(row)] = "[]"
-    put("msmarco/dev_v2.1.json.gz", _gz(json.dumps(qna).encode()))
+    put("msmarco/train_v2.1.json.gz", _qna(train_q))
+    put("msmarco/dev_v2.1.json.gz", _qna(dev_q + dev_extra))
 
     # TREC DL: more queries than judged (as the official 200 vs 43/54); graded judgments 0-3.
     for year, judged in dl.items():
@@ -374,3 +356,23 @@ def _zip(members: dict[str, str]) -> bytes:
             info.compress_type = zipfile.ZIP_DEFLATED
             zf.writestr(info, text)
     return buf.getvalue()
+
+
+def _qna(rows: list) -> bytes:
+    """MS MARCO QnA v2.1 (column-oriented JSON); every 7th query has no answer, as in the real files."""
+    qna: dict[str, dict] = {
+        k: {} for k in ("answers", "passages", "query", "query_id", "query_type", "wellFormedAnswers")
+    }
+    for row, (qid, text, p) in enumerate(rows):
+        has = p is not None and row % 7 != 3
+        qna["answers"][str(row)] = (
+            [f"The {p.relation} of {p.keys[0]} {p.keys[1]} is {p.answer}."] if has else ["No Answer Present."]
+        )
+        qna["passages"][str(row)] = [
+            {"is_selected": 1, "passage_text": p.text if p else "", "url": "http://example.org/"}
+        ]
+        qna["query"][str(row)] = text
+        qna["query_id"][str(row)] = int(qid)
+        qna["query_type"][str(row)] = "DESCRIPTION"
+        qna["wellFormedAnswers"][str(row)] = "[]"
+    return _gz(json.dumps(qna).encode())

@@ -1,0 +1,115 @@
+"""The retriever: one transformers encoder shared by queries and passages, pooled, scored by dot product
+(PAPER-SPEC E: [CLS] pooling, no normalisation, no projection).
+
+A trained model folder holds the transformers model and tokenizer plus `encoder.json` (pooling and the
+lengths it was trained with), so the encoding stage encodes exactly as the model was trained.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+SETTINGS = "encoder.json"
+POOLINGS = ("cls", "mean")
+
+
+def passage_text(title: str | None, text: str, sep: str) -> str:
+    """`title [SEP] text` as the paper's trainer feeds passages; just the text when there is no title."""
+    return f"{title} {sep} {text}" if title else text
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """[CLS] (first token) or the mean over non-padding tokens."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    if pooling == "mean":
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+    raise ValueError(f"unknown pooling {pooling!r} (expected one of {POOLINGS})")
+
+
+def read_settings(model_dir: str | Path) -> dict:
+    """The settings a model was trained with; {} for a backbone that was never trained here."""
+    path = Path(model_dir) / SETTINGS
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+class Encoder(torch.nn.Module):
+    """Shared query/passage encoder. `forward(queries, passages)` embeds both in one call, so that
+    DistributedDataParallel sees a single forward per step."""
+
+    def __init__(self, model_dir: str | Path, pooling: str | None = None):
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+
+        if not Path(model_dir).is_dir():
+            raise FileNotFoundError(f"encoder model folder {model_dir} does not exist")
+        settings = read_settings(model_dir)
+        self.pooling = pooling or settings.get("pooling", "cls")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {self.pooling!r} (expected one of {POOLINGS})")
+        self.settings = settings
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.model = AutoModel.from_pretrained(model_dir)
+        # BERT's pooler head never enters the embeddings: frozen, so DDP does not wait for its gradients
+        for p in (
+            getattr(self.model, "pooler", None).parameters() if getattr(self.model, "pooler", None) else []
+        ):
+            p.requires_grad_(False)
+
+    def tokenize(self, texts: list[str], max_len: int) -> dict[str, torch.Tensor]:
+        return dict(
+            self.tokenizer(texts, max_length=max_len, truncation=True, padding="longest", return_tensors="pt")
+        )
+
+    def embed(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        out = self.model(**batch, return_dict=True)
+        return pool(out.last_hidden_state, batch["attention_mask"], self.pooling)
+
+    def forward(self, queries: dict, passages: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.embed(queries), self.embed(passages)
+
+    def passage(self, title: str | None, text: str) -> str:
+        return passage_text(title, text, self.tokenizer.sep_token or "")
+
+    def save(self, out_dir: str | Path, **settings) -> None:
+        out = Path(out_dir)
+        self.model.save_pretrained(out)
+        self.tokenizer.save_pretrained(out)
+        (out / SETTINGS).write_text(json.dumps({"pooling": self.pooling, **settings}, indent=2) + "\n")
+
+
+@torch.no_grad()
+def encode(
+    encoder: Encoder,
+    texts: list[str],
+    max_len: int,
+    batch_size: int,
+    device: str | torch.device = "cpu",
+    desc: str = "encode",
+    autocast_dtype: torch.dtype | None = None,
+) -> np.ndarray:
+    """Embeddings [n, dim] float32 in input order. Texts are batched by length (longest first), so padding
+    costs little; the order is restored at the end."""
+    encoder.eval()
+    n = len(texts)
+    dim = encoder.model.config.hidden_size
+    out = np.empty((n, dim), dtype=np.float32)
+    order = sorted(range(n), key=lambda i: -len(texts[i]))
+    device = torch.device(device)
+    with tqdm(total=n, desc=desc, unit="text", mininterval=5, disable=None) as bar:
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            batch = {k: v.to(device) for k, v in encoder.tokenize([texts[i] for i in idx], max_len).items()}
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                emb = encoder.embed(batch)
+            out[idx] = emb.float().cpu().numpy()
+            bar.update(len(idx))
+    return out

@@ -1,0 +1,428 @@
+"""Dense-retriever training (PAPER-SPEC D, E): a shared encoder, groups of `group_size` passages per query,
+the paper's losses over every passage of the (cross-device) batch, AdamW with a linear schedule.
+
+Determinism and resume: the query order of epoch e is a permutation seeded by (seed, e), and a query's group
+in epoch e is drawn with a generator seeded by (seed, e, qid). The batches are therefore a function of the
+step alone, and a checkpoint needs only the weights, optimizer, scheduler, scaler and step; a resumed run
+sees exactly the batches an uninterrupted one would.
+
+Distributed (torchrun): each rank encodes its slice of the global batch; queries, passages and labels are
+gathered (the local slice keeps its gradient) and every rank computes the global loss. The loss is scaled by
+the world size before backward, so DistributedDataParallel's averaging yields exactly the single-process
+gradient of the global batch. The released code omits that factor (D.5); AdamW is nearly invariant to it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import polars as pl
+import torch
+import torch.distributed as dist
+
+from . import losses
+from .atomic import atomic_dir, atomic_path
+from .encoder import Encoder
+from .labels import sample_group
+
+log = logging.getLogger(__name__)
+HARD_LOSSES = ("singlelh", "rand1lh", "jointlh", "summarg")
+SAMPLINGS = ("human", "pos_one", "pos_all", "pos_avg")
+
+
+@dataclass
+class Settings:
+    loss: str
+    sampling: str = "pos_all"
+    pooling: str = "cls"
+    query_max_len: int = 32
+    passage_max_len: int = 140
+    group_size: int = 16
+    per_device_batch: int = 16
+    learning_rate: float = 3e-5
+    epochs: float = 2.0
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    temperature: float = 1.0
+    max_grad_norm: float = 1.0
+    precision: str = "fp16"
+    seed: int = 42
+    checkpoint_every: int = 500
+    utility_temperature: float = 1.0
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.loss not in (*HARD_LOSSES, "replug_kl"):
+            raise ValueError(f"unknown loss {self.loss!r}")
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"unknown sampling {self.sampling!r} (expected one of {SAMPLINGS})")
+        if self.loss in ("singlelh", "rand1lh") and self.sampling not in ("human", "pos_one"):
+            # SingleLH/Rand1LH score the group's first passage, the one drawn positive, as its only positive
+            raise ValueError(f"loss {self.loss} needs sampling 'human' or 'pos_one' (one drawn positive)")
+
+
+@dataclass
+class Query:
+    qid: str
+    text: str
+    positives: list[str]
+    negatives: list[str]
+    utility: dict[str, float] | None = None  # REPLUG soft labels
+
+
+def load_pool_texts(pool_files: list) -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
+    """Query texts and passage (title, text) from the annotation pool shards, which carry every passage a
+    label set can mention."""
+    queries: dict[str, str] = {}
+    passages: dict[str, tuple[str, str]] = {}
+    for f in pool_files:
+        for qid, query, ps in pl.read_parquet(f, columns=["qid", "query", "passages"]).iter_rows():
+            queries[qid] = query
+            for p in ps:
+                passages[p["docid"]] = (p["title"], p["text"])
+    return queries, passages
+
+
+def load_queries(labels_file, queries: dict[str, str], soft: bool) -> tuple[list[Query], dict]:
+    """Training queries from a label table: (qid, docid, label) or, for REPLUG, (qid, docid, utility)."""
+    table = pl.read_parquet(labels_file)
+    need = {"qid", "docid", "utility" if soft else "label"}
+    if missing := need - set(table.columns):
+        raise ValueError(f"{labels_file}: missing columns {sorted(missing)} (have {table.columns})")
+    out: list[Query] = []
+    counts = {"label_rows": table.height, "queries_in": 0, "no_positive": 0, "no_negative": 0, "no_text": 0}
+    for (qid,), rows in table.group_by("qid", maintain_order=True):
+        counts["queries_in"] += 1
+        if qid not in queries:
+            counts["no_text"] += 1
+            continue
+        docids = rows["docid"].to_list()
+        if soft:
+            util = dict(zip(docids, rows["utility"].to_list(), strict=True))
+            out.append(Query(qid, queries[qid], [], docids, util))
+            continue
+        labels = rows["label"].to_list()
+        pos = [d for d, y in zip(docids, labels, strict=True) if y > 0]
+        neg = [d for d, y in zip(docids, labels, strict=True) if y <= 0]
+        if not pos:
+            counts["no_positive"] += 1
+        elif not neg:
+            counts["no_negative"] += 1
+        else:
+            out.append(Query(qid, queries[qid], pos, neg))
+    counts["queries_used"] = len(out)
+    if counts["no_text"]:
+        raise ValueError(f"{labels_file}: {counts['no_text']} queries are not in the pool shards given")
+    return out, counts
+
+
+def group_for(
+    q: Query, s: Settings, epoch: int, avg_positives: float | None
+) -> tuple[list[str], list[float]]:
+    rng = random.Random(f"{s.seed}:{epoch}:{q.qid}")
+    if q.utility is not None:  # REPLUG: a random group of the candidates with their soft labels
+        docs = q.negatives
+        docs = (
+            rng.sample(docs, s.group_size) if len(docs) >= s.group_size else rng.choices(docs, k=s.group_size)
+        )
+        return docs, [q.utility[d] for d in docs]
+    docs, labels = sample_group(q.positives, q.negatives, s.group_size, s.sampling, rng, avg_positives)
+    return docs, [float(y) for y in labels]
+
+
+def fingerprint(settings: Settings, *files) -> str:
+    """Identifies a training run: settings and the content of its inputs; a checkpoint of another run is
+    never resumed."""
+    h = hashlib.blake2b(json.dumps(asdict(settings), sort_keys=True).encode(), digest_size=12)
+    for f in files:
+        p = Path(f)
+        for path in sorted(p.rglob("*")) if p.is_dir() else [p]:
+            if path.is_file():
+                h.update(path.name.encode())
+                h.update(hashlib.blake2b(path.read_bytes(), digest_size=16).digest())
+    return h.hexdigest()
+
+
+class Batches:
+    """The global batches of every step, as a function of the step (see the module docstring)."""
+
+    def __init__(self, queries: list[Query], global_batch: int, epochs: float, seed: int):
+        if not queries:
+            raise ValueError("no training queries with both a positive and a negative")
+        self.queries = queries
+        self.global_batch = global_batch
+        self.seed = seed
+        self.per_epoch = math.ceil(len(queries) / global_batch)
+        self.total = max(1, math.ceil(epochs * self.per_epoch))
+        self._perm: tuple[int, list[int]] | None = None
+
+    def __call__(self, step: int) -> tuple[int, list[Query]]:
+        epoch, k = divmod(step, self.per_epoch)
+        if self._perm is None or self._perm[0] != epoch:
+            order = list(range(len(self.queries)))
+            random.Random(f"{self.seed}:order:{epoch}").shuffle(order)
+            self._perm = (epoch, order)
+        order = self._perm[1]
+        idx = [order[(k * self.global_batch + i) % len(order)] for i in range(self.global_batch)]
+        return epoch, [self.queries[i] for i in idx]
+
+
+def _dist() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _gather(t: torch.Tensor) -> torch.Tensor:
+    return losses.gather_with_grad(t)
+
+
+def _gather_const(t: torch.Tensor) -> torch.Tensor:
+    rank, world = _dist()
+    if world == 1:
+        return t
+    parts = [torch.empty_like(t) for _ in range(world)]
+    dist.all_gather(parts, t.contiguous())
+    return torch.cat(parts)
+
+
+def compute_loss(s: Settings, q: torch.Tensor, p: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The global loss of one step from local embeddings: q [b, d], p [b*g, d], labels [b, g]."""
+    Q, P, Y = _gather(q), _gather(p), _gather_const(labels)
+    if s.loss == "replug_kl":
+        group = (Q.unsqueeze(1) * P.view(Q.shape[0], s.group_size, -1)).sum(-1) / s.temperature
+        return losses.replug_kl(group, Y, s.utility_temperature)
+    scores = losses.in_batch_scores(Q, P, s.temperature)
+    if s.loss in ("singlelh", "rand1lh"):
+        return losses.single_positive(scores, s.group_size)
+    return losses.LOSSES[s.loss](scores, Y)
+
+
+class Checkpoint:
+    """One file, replaced atomically; rank 0 writes it, every rank reads it."""
+
+    def __init__(self, folder: str | Path, fp: str):
+        self.folder = Path(folder)
+        self.path = self.folder / "state.pt"
+        self.log = self.folder / "train-log.jsonl"
+        self.fp = fp
+
+    def load(self) -> dict | None:
+        if not self.path.exists():
+            return None
+        state = torch.load(self.path, map_location="cpu", weights_only=False)
+        if state.get("fingerprint") != self.fp:
+            log.warning(
+                "checkpoint %s belongs to another run (settings or inputs changed); starting over", self.path
+            )
+            return None
+        return state
+
+    def save(self, state: dict) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.path) as tmp:
+            torch.save({**state, "fingerprint": self.fp}, tmp)
+
+    def reset(self) -> None:
+        if self.folder.exists():
+            shutil.rmtree(self.folder)
+        self.folder.mkdir(parents=True)
+
+
+def _device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def _init_distributed() -> None:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+        dist.init_process_group(backend)
+
+
+def train(
+    init_model: str | Path,
+    labels_file: str | Path,
+    pool_files: list,
+    out_dir: str | Path,
+    checkpoint_dir: str | Path,
+    settings: Settings,
+    stop_after: int | None = None,
+) -> dict | None:
+    """Train from `init_model` (a backbone or a stage-1 model) on one label set; publish a model folder that
+    transformers loads (plus encoder.json, train-log.jsonl, training.json). Returns the summary on rank 0.
+
+    `stop_after` ends the run after that many steps without publishing (tests of resume)."""
+    _init_distributed()
+    rank, world = _dist()
+    device = _device()
+    s = settings
+    torch.manual_seed(s.seed)
+    soft = s.loss == "replug_kl"
+    texts, passages = load_pool_texts(pool_files)
+    queries, counts = load_queries(labels_file, texts, soft)
+    avg_pos = sum(len(q.positives) for q in queries) / len(queries) if queries and not soft else None
+    batches = Batches(queries, s.per_device_batch * world, s.epochs, s.seed)
+    fp = fingerprint(s, init_model, labels_file, *pool_files) + f"-w{world}"
+    ckpt = Checkpoint(checkpoint_dir, fp)
+
+    encoder = Encoder(init_model, s.pooling).to(device)
+    model = encoder
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(
+            encoder, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    optimizer = torch.optim.AdamW(
+        [p for p in encoder.parameters() if p.requires_grad], lr=s.learning_rate, weight_decay=s.weight_decay
+    )
+    warmup = int(s.warmup_ratio * batches.total)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: (
+            (step + 1) / max(1, warmup)
+            if step < warmup
+            else max(0.0, (batches.total - step) / max(1, batches.total - warmup))
+        ),
+    )
+    amp = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(s.precision) if device.type == "cuda" else None
+    scaler = torch.amp.GradScaler("cuda", enabled=amp is torch.float16)
+
+    start = 0
+    state = ckpt.load()
+    if state is not None:
+        encoder.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start = state["step"]
+        torch.set_rng_state(state["rng"])  # dropout continues as if never interrupted
+        if torch.cuda.is_available() and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        if rank == 0:
+            log.info("resuming from step %d of %d (%s)", start, batches.total, ckpt.path)
+    elif rank == 0:
+        ckpt.reset()
+    if world > 1:
+        dist.barrier()
+    if rank == 0:
+        log.info(
+            "training %s: %s queries (%s), %d steps of %d x %d queries x %d passages, world %d",
+            Path(out_dir).name,
+            len(queries),
+            json.dumps(counts),
+            batches.total,
+            world,
+            s.per_device_batch,
+            s.group_size,
+            world,
+        )
+        _truncate_log(ckpt.log, start)
+
+    began, seen = time.perf_counter(), 0
+    model.train()
+    for step in range(start, batches.total):
+        epoch, batch = batches(step)
+        mine = batch[rank * s.per_device_batch : (rank + 1) * s.per_device_batch]
+        groups = [group_for(q, s, epoch, avg_pos) for q in mine]
+        q_in = encoder.tokenize([q.text for q in mine], s.query_max_len)
+        p_in = encoder.tokenize(
+            [encoder.passage(*passages[d]) for docs, _ in groups for d in docs],
+            s.passage_max_len,
+        )
+        labels = torch.tensor([y for _, y in groups], dtype=torch.float32, device=device)
+        q_in = {k: v.to(device) for k, v in q_in.items()}
+        p_in = {k: v.to(device) for k, v in p_in.items()}
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            q_emb, p_emb = model(q_in, p_in)
+        loss = compute_loss(s, q_emb.float(), p_emb.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss * world).backward()
+        scaler.unscale_(optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(encoder.parameters(), s.max_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        lr = scheduler.get_last_lr()[0]
+        scheduler.step()
+        seen += len(batch)
+        done = step + 1
+        if rank == 0:
+            with ckpt.log.open("a") as f:
+                f.write(
+                    json.dumps(
+                        {
+                            "step": done,
+                            "epoch": epoch,
+                            "loss": round(loss.item(), 6),
+                            "lr": lr,
+                            "grad_norm": round(float(grad_norm), 4),
+                        }
+                    )
+                    + "\n"
+                )
+        if done % s.checkpoint_every == 0 or done == batches.total or done == stop_after:
+            if rank == 0:
+                ckpt.save(
+                    {
+                        "model": encoder.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "scaler": scaler.state_dict(),
+                        "step": done,
+                        "rng": torch.get_rng_state(),
+                        "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                    }
+                )
+            if world > 1:
+                dist.barrier()
+        if done == stop_after:
+            return None
+    wall = time.perf_counter() - began
+    summary = None
+    if rank == 0:
+        curve = [json.loads(line) for line in ckpt.log.read_text().splitlines()]
+        summary = {
+            "settings": asdict(s),
+            "init_model": str(init_model),
+            "labels": str(labels_file),
+            "counts": counts,
+            "world_size": world,
+            "steps": batches.total,
+            "steps_per_epoch": batches.per_epoch,
+            "resumed_from_step": start,
+            "first_loss": curve[0]["loss"] if curve else None,
+            "final_loss": curve[-1]["loss"] if curve else None,
+            "wall_seconds": round(wall, 2),
+            "queries_per_second": round(seen / wall, 2) if wall > 0 else None,
+        }
+        with atomic_dir(out_dir) as tmp:
+            encoder.save(tmp, query_max_len=s.query_max_len, passage_max_len=s.passage_max_len)
+            shutil.copy(ckpt.log, tmp / "train-log.jsonl")
+            (tmp / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
+        shutil.rmtree(ckpt.folder, ignore_errors=True)
+        log.info(
+            "trained %s: loss %s -> %s in %.1f s", out_dir, summary["first_loss"], summary["final_loss"], wall
+        )
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return summary
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """A resumed run rewrites the steps after its checkpoint: drop their old lines."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in keep))
