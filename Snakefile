@@ -18,6 +18,7 @@ include: "rules/models.smk"
 include: "rules/pool.smk"
 include: "rules/annotate.smk"
 include: "rules/train.smk"
+include: "rules/evaluate.smk"
 
 
 localrules:
@@ -25,6 +26,7 @@ localrules:
     data_only,
     annotate_only,
     train_only,
+    evaluate_only,
 
 
 rule all:
@@ -33,6 +35,12 @@ rule all:
         PLAN.data_targets(),
         PLAN.annotation_targets(),
         PLAN.training_targets(),
+        PLAN.evaluation_targets(),
+
+
+rule evaluate_only:
+    input:
+        PLAN.evaluation_targets(),
 
 
 rule train_only:

@@ -101,3 +101,15 @@ def llm_resources(name, key, attempt=1):
     """gpu, mem_mb or runtime of an LLM job, from its llms.<name> entry; memory and time grow per retry."""
     llm = PLAN.llm(name)
     return {"gpu": llm["gpus"], "mem_mb": llm["mem_mb"] * attempt, "runtime": llm["runtime"] * attempt}[key]
+
+
+# Helpers of the evaluation stage.
+def eval_resources(key, attempt=1):
+    """gpu, mem_mb or runtime of an encoding job; memory and time grow per retry."""
+    ev = config["evaluation"]
+    return {"gpu": ev["gpus"], "mem_mb": ev["mem_mb"] * attempt, "runtime": ev["runtime"] * attempt}[key]
+
+
+def eval_queries(wc):
+    """Input function: the queries table of a dataset's evaluation split."""
+    return f"{PLAN.data_dir(wc.eval_dataset)}/queries-{PLAN.eval_split(wc.eval_dataset)}.parquet"

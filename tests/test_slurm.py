@@ -24,7 +24,10 @@ pytestmark = [
     pytest.mark.skipif(slurm_cluster.available() is not None, reason=str(slurm_cluster.available())),
 ]
 PROFILE = str(REPO / "profiles" / "slurm-ci")
-GPU_RULES = {"relsel", "pseudo_answer", "utilsel", "utilrank"}
+GPU_RULES = {"relsel", "pseudo_answer", "utilsel", "utilrank", "replug"}
+# Annotation and training through SLURM; evaluation jobs are submitted the same way and are left out to keep
+# the test within minutes (about 100 more jobs at ~5 s of Snakemake start-up each).
+TARGETS = ["annotate_only", "train_only"]
 
 
 @pytest.fixture(scope="module")
@@ -50,11 +53,12 @@ def where(work):
 
 @pytest.fixture(scope="module")
 def slurm_run(cluster, tiny_work, tmp_path_factory):
-    """The whole tiny workflow through SLURM, from nothing but the config and prompts of tiny_work."""
+    """The tiny workflow up to trained retrievers through SLURM, from nothing but tiny_work's config and
+    prompts."""
     work = tmp_path_factory.mktemp("slurm-work")
     shutil.copy2(tiny_work / "tiny.yaml", work / "tiny.yaml")
     shutil.copytree(tiny_work / "prompts", work / "prompts")
-    snakemake(*where(work), timeout=2400)
+    snakemake(*TARGETS, *where(work), timeout=2400)
     return work
 
 
@@ -82,7 +86,7 @@ def test_tiny_workflow_runs_through_slurm_with_gpu_jobs_on_the_gpu_partition(clu
             assert job["Partition"] == "gpu"
             assert "gpu:1" in job.get("TresPerJob", ""), job  # sbatch --gpus=1
             assert job["JobState"] == "COMPLETED"
-    for name in ("corpus", "pool", "merge_annotations"):
+    for name in ("corpus", "pool", "merge_annotations", "labels", "train"):
         assert all(j["Partition"] == "debug" and "gpu" not in j.get("TresPerJob", "") for j in rules[name])
     assert "queries" not in rules and "download" not in rules  # light rules stay local
     # the same results as the local run of the same config
@@ -90,6 +94,9 @@ def test_tiny_workflow_runs_through_slurm_with_gpu_jobs_on_the_gpu_partition(clu
         "data/msmarco/corpus.parquet",
         "annotate/tiny-qwen2/utilsel/shard-0.jsonl",
         "annotate/tiny-qwen2/utilrank/merged.parquet",
+        "annotate/tiny-qwen2/replug/merged.parquet",
+        "labels/tiny-qwen2/utilsel.parquet",
+        "retrievers/tiny-utilsel-cl50/model.safetensors",
     ):
         assert same(slurm_run / "results-tiny" / sub, tiny_work / "results-tiny" / sub), sub
 
@@ -102,7 +109,7 @@ def test_a_cancelled_job_reruns_to_the_undisturbed_outputs(cluster, slurm_run, t
         lost.unlink()  # so relsel shard 0, its merge and the later steps of shard 0 run again
     partial = shard.with_name(shard.name + ".partial")
     proc = subprocess.Popen(
-        [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), *where(work), "--retries", "0"],
+        [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), *TARGETS, *where(work), "--retries", "0"],
         env=ENV,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -129,7 +136,7 @@ def test_a_cancelled_job_reruns_to_the_undisturbed_outputs(cluster, slurm_run, t
             proc.wait()
     assert proc.returncode != 0, output[-3000:]
     assert not shard.exists() and partial.exists()
-    snakemake(*where(work), timeout=1800)  # the rerun
+    snakemake(*TARGETS, *where(work), timeout=1800)  # the rerun
     for path in sorted((slurm_run / "results-tiny/annotate").rglob("*")):
         if path.is_file() and path.suffix in (".jsonl", ".parquet"):
             rel = path.relative_to(slurm_run)

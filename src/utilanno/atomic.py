@@ -41,20 +41,25 @@ def atomic_text(target: str | os.PathLike, encoding: str = "utf-8") -> Iterator:
 
 @contextlib.contextmanager
 def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary folder beside `target`; it replaces `target` (a folder) if the block succeeds."""
+    """Yield an empty folder beside `target`; on success it replaces `target` by a rename.
+
+    A crash leaves only `.tmp-*` folders, never a partial folder under the final name.
+    """
     import shutil
 
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}.", dir=target.parent))
-    os.chmod(tmp, 0o777 & ~_UMASK)
+    os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700; published folders get the usual mode
     try:
         yield tmp
-        if target.exists():
-            old = target.with_name(f".old-{target.name}.{os.getpid()}")
-            os.replace(target, old)
+        if target.exists():  # a rename cannot replace a non-empty folder: move the old one aside first
+            old = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}.old.", dir=target.parent))
+            os.replace(target, old / target.name)
+            os.replace(tmp, target)
             shutil.rmtree(old)
-        os.replace(tmp, target)
+        else:
+            os.replace(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

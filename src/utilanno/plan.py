@@ -258,3 +258,79 @@ class Plan:
 
     def training_targets(self) -> list[str]:
         return [self.retriever_dir(name) for name in self.config["experiments"]]
+
+    # -- evaluation -------------------------------------------------------------------------------------
+    def eval_datasets(self) -> list[str]:
+        """Datasets evaluated, groups replaced by their members (in order, once each)."""
+        ev = self.config["evaluation"]
+        out: list[str] = []
+        for name in ev["datasets"]:
+            for member in ev["groups"].get(name, [name]):
+                if member not in out:
+                    out.append(member)
+        return out
+
+    def eval_split(self, dataset: str) -> str:
+        """The split a dataset is evaluated on: its one non-training split with queries and qrels."""
+        ds = self.datasets[dataset]
+        splits = [s for s in ds.get("queries", {}) if s != "train" and s in ds.get("qrels", {})]
+        if len(splits) != 1:
+            raise ValueError(
+                f"dataset {dataset!r}: expected one evaluation split with queries and qrels, have {splits}"
+            )
+        return splits[0]
+
+    def systems(self) -> list[str]:
+        return list(self.config["experiments"]) + (["bm25"] if self.config["evaluation"]["bm25"] else [])
+
+    def encode_shards(self, dataset: str) -> int:
+        return self.config["evaluation"]["encode_shards"].get(self.corpus_owner(dataset), 1)
+
+    def embeddings_dir(self, experiment: str, dataset: str) -> str:
+        return f"{self.results}/index/{experiment}/{dataset}"
+
+    def corpus_embeddings(self, experiment: str, dataset: str) -> list[str]:
+        """The .npy files of a dataset's corpus (shared by datasets with one corpus, as DL19/DL20/MS MARCO);
+        each has an .ids file beside it."""
+        owner = self.corpus_owner(dataset)
+        d = self.embeddings_dir(experiment, owner)
+        return [f"{d}/corpus-{k}.npy" for k in range(self.encode_shards(owner))]
+
+    def measures(self, dataset: str) -> list[str]:
+        return self.config["evaluation"]["measures"].get(dataset, ["nDCG@10"])
+
+    def is_beir(self, dataset: str) -> bool:
+        return "beir" in self.config["datasets"][dataset]
+
+    def metrics_file(self, system: str) -> str:
+        return f"{self.results}/metrics/{system}.parquet"
+
+    def baselines(self) -> dict[str, dict[str, str | None]]:
+        """Per experiment, the systems the paper tests it against: the human-label experiment of the same
+        backbone, and REPLUG with the same backbone, human fraction and curriculum (PAPER-SPEC F)."""
+        exps = self.config["experiments"]
+
+        def first(e: dict, pred) -> str | None:
+            return next((n for n, o in exps.items() if o["backbone"] == e["backbone"] and pred(o)), None)
+
+        out = {}
+        for name, e in exps.items():
+            human = first(e, lambda o: o["labels"] == "human" and not o.get("curriculum"))
+            replug = None
+            if e["labels"] not in ("human", "replug"):
+                cl, frac = bool(e.get("curriculum")), e["human_fraction"]
+                replug = first(
+                    e,
+                    lambda o, cl=cl, frac=frac: (
+                        o["labels"] == "replug"
+                        and o["human_fraction"] == frac
+                        and bool(o.get("curriculum")) == cl
+                    ),
+                )
+            out[name] = {"human": human, "replug": replug}
+        return out
+
+    def evaluation_targets(self) -> list[str]:
+        if not self.config["evaluation"]["datasets"]:
+            return []
+        return [f"{self.results}/metrics/results.tsv", f"{self.results}/metrics/significance.tsv"]

@@ -1,0 +1,180 @@
+# Retrieval evaluation (PAPER-SPEC F): corpus encoding in shards (one GPU job each), query encoding, exact
+# faiss search merged over shards, BM25 with Anserini, per-query metrics, and the long results table with
+# the paired t-tests. A corpus shared by several datasets (MS MARCO, DL19, DL20) is encoded once.
+EVAL = config["evaluation"]
+EVAL_DATASETS = PLAN.eval_datasets()
+CORPUS_OWNERS = sorted({PLAN.corpus_owner(d) for d in EVAL_DATASETS})
+EXPERIMENTS = list(config["experiments"])
+
+
+wildcard_constraints:
+    experiment=alternatives(EXPERIMENTS),
+    system=alternatives(PLAN.systems()),
+    eval_dataset=alternatives(EVAL_DATASETS),
+    owner=alternatives(CORPUS_OWNERS),
+
+
+rule encode_corpus:
+    input:
+        model=f"{RESULTS}/retrievers/{{experiment}}",
+        corpus=f"{RESULTS}/data/{{owner}}/corpus.parquet",
+        script=script("evaluate.py"),
+    output:
+        emb=f"{RESULTS}/index/{{experiment}}/{{owner}}/corpus-{{k}}.npy",
+        ids=f"{RESULTS}/index/{{experiment}}/{{owner}}/corpus-{{k}}.ids",
+    params:
+        shards=lambda wc: PLAN.encode_shards(wc.owner),
+        batch=EVAL["batch_size"],
+        gpus=EVAL["gpus"],
+    log:
+        f"{LOGS}/encode_corpus/{{experiment}}/{{owner}}-{{k}}.log",
+    benchmark:
+        f"{BENCH}/encode_corpus/{{experiment}}/{{owner}}-{{k}}.tsv"
+    threads: EVAL["cpus"]
+    resources:
+        gpu=eval_resources("gpu"),
+        mem_mb=lambda wc, attempt: eval_resources("mem_mb", attempt),
+        runtime=lambda wc, attempt: eval_resources("runtime", attempt),
+    conda:
+        "../envs/train.yaml"
+    container:
+        config["containers"]["train"]
+    shell:
+        "python '{input.script}' encode-corpus --model '{input.model}' --corpus '{input.corpus}' --shard {wildcards.k}"
+        " --shards {params.shards} --batch-size {params.batch} --gpus {params.gpus} --threads {threads}"
+        " --out '{output.emb}' --ids '{output.ids}' > {log} 2>&1"
+
+
+rule search:
+    input:
+        model=f"{RESULTS}/retrievers/{{experiment}}",
+        queries=eval_queries,
+        corpus=lambda wc: PLAN.corpus_embeddings(wc.experiment, wc.eval_dataset),
+        script=script("evaluate.py"),
+    output:
+        run=f"{RESULTS}/runs/{{experiment}}/{{eval_dataset}}.trec",
+        emb=f"{RESULTS}/index/{{experiment}}/{{eval_dataset}}/queries.npy",
+        ids=f"{RESULTS}/index/{{experiment}}/{{eval_dataset}}/queries.ids",
+    params:
+        shards=lambda wc, input: " ".join(f"--shard '{f}' '{f[:-4]}.ids'" for f in input.corpus),
+        depth=EVAL["depth"],
+        factory=shlex.quote(EVAL["index_factory"]),
+        batch=EVAL["batch_size"],
+        gpus=EVAL["gpus"],
+    log:
+        f"{LOGS}/search/{{experiment}}/{{eval_dataset}}.log",
+    benchmark:
+        f"{BENCH}/search/{{experiment}}/{{eval_dataset}}.tsv"
+    threads: EVAL["cpus"]
+    resources:
+        gpu=eval_resources("gpu"),
+        mem_mb=lambda wc, attempt: eval_resources("mem_mb", attempt),
+        runtime=lambda wc, attempt: eval_resources("runtime", attempt),
+    conda:
+        "../envs/train.yaml"
+    container:
+        config["containers"]["train"]
+    shell:
+        "python '{input.script}' search --model '{input.model}' --queries '{input.queries}' {params.shards}"
+        " --depth {params.depth} --index-factory {params.factory} --batch-size {params.batch} --gpus {params.gpus}"
+        " --threads {threads} --tag '{wildcards.experiment}' --queries-out '{output.emb}' '{output.ids}'"
+        " --out '{output.run}' > {log} 2>&1"
+
+
+rule bm25_index:
+    input:
+        corpus=f"{RESULTS}/data/{{owner}}/corpus.parquet",
+        script=script("evaluate.py"),
+    output:
+        directory(f"{RESULTS}/bm25/{{owner}}"),
+    log:
+        f"{LOGS}/bm25_index/{{owner}}.log",
+    benchmark:
+        f"{BENCH}/bm25_index/{{owner}}.tsv"
+    threads: EVAL["cpus"]
+    resources:
+        mem_mb=lambda wc, attempt: eval_resources("mem_mb", attempt),
+        runtime=lambda wc, attempt: eval_resources("runtime", attempt),
+    conda:
+        "../envs/eval.yaml"
+    container:
+        config["containers"]["eval"]
+    shell:
+        "python '{input.script}' bm25-index --corpus '{input.corpus}' --threads {threads} --out '{output}'"
+        " > {log} 2>&1"
+
+
+rule bm25_search:
+    input:
+        index=lambda wc: f"{RESULTS}/bm25/{PLAN.corpus_owner(wc.eval_dataset)}",
+        queries=eval_queries,
+        script=script("evaluate.py"),
+    output:
+        f"{RESULTS}/runs/bm25/{{eval_dataset}}.trec",
+    params:
+        depth=EVAL["depth"],
+    log:
+        f"{LOGS}/bm25_search/{{eval_dataset}}.log",
+    threads: EVAL["cpus"]
+    resources:
+        mem_mb=lambda wc, attempt: eval_resources("mem_mb", attempt),
+        runtime=lambda wc, attempt: eval_resources("runtime", attempt),
+    conda:
+        "../envs/eval.yaml"
+    container:
+        config["containers"]["eval"]
+    shell:
+        "python '{input.script}' bm25-search --index '{input.index}' --queries '{input.queries}'"
+        " --depth {params.depth} --threads {threads} --out '{output}' > {log} 2>&1"
+
+
+rule metrics:
+    input:
+        runs=lambda wc: [f"{RESULTS}/runs/{wc.system}/{d}.trec" for d in EVAL_DATASETS],
+        qrels=[f"{PLAN.data_dir(d)}/qrels-{PLAN.eval_split(d)}.trec" for d in EVAL_DATASETS],
+        script=script("evaluate.py"),
+    output:
+        f"{RESULTS}/metrics/{{system}}.parquet",
+    params:
+        evals=lambda wc, input: " ".join(
+            f"--eval {d} '{r}' '{q}' {int(PLAN.is_beir(d))}"
+            for d, r, q in zip(EVAL_DATASETS, input.runs, input.qrels)
+        ),
+        spec=shlex.quote(json.dumps({d: PLAN.measures(d) for d in EVAL_DATASETS})),
+    log:
+        f"{LOGS}/metrics/{{system}}.log",
+    resources:
+        mem_mb=lambda wc, attempt: 8000 * attempt,
+        runtime=lambda wc, attempt: 60 * attempt,
+    conda:
+        "../envs/eval.yaml"
+    container:
+        config["containers"]["eval"]
+    shell:
+        "python '{input.script}' metrics {params.evals} --spec {params.spec} --out '{output}' > {log} 2>&1"
+
+
+rule results_table:
+    input:
+        metrics=[PLAN.metrics_file(s) for s in PLAN.systems()],
+        script=script("evaluate.py"),
+    output:
+        table=f"{RESULTS}/metrics/results.tsv",
+        significance=f"{RESULTS}/metrics/significance.tsv",
+    params:
+        spec=shlex.quote(json.dumps({
+            "metrics": f"{RESULTS}/metrics", "systems": PLAN.systems(), "datasets": EVAL_DATASETS,
+            "groups": EVAL["groups"], "baselines": PLAN.baselines(), "alpha": EVAL["significance"],
+        })),
+    log:
+        f"{LOGS}/results_table.log",
+    resources:
+        mem_mb=lambda wc, attempt: 8000 * attempt,
+        runtime=lambda wc, attempt: 60 * attempt,
+    conda:
+        "../envs/eval.yaml"
+    container:
+        config["containers"]["eval"]
+    shell:
+        "python '{input.script}' table --spec {params.spec} --out '{output.table}'"
+        " --significance '{output.significance}' > {log} 2>&1"

@@ -1,0 +1,79 @@
+"""The results table of the evaluation stage (long format) and the paper's significance marks.
+
+Per-query metric files live at `<metrics>/<system>.parquet` (dataset, qid, measure, value). The table has
+one row per system, dataset (or group: the mean of its members, as CQADupStack) and measure.
+Significance: a two-sided paired t-test of each system against its baselines (the human-label experiment
+of the same backbone, and REPLUG at the same human fraction; PAPER-SPEC F), per dataset and measure.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from .metrics import group_mean, paired_ttest, summarize
+
+TABLE = {
+    "system": pl.String,
+    "dataset": pl.String,
+    "measure": pl.String,
+    "value": pl.Float64,
+    "n_queries": pl.Int64,
+}
+SIGNIFICANCE = {
+    "system": pl.String,
+    "dataset": pl.String,
+    "measure": pl.String,
+    "against": pl.String,
+    "baseline": pl.String,
+    "value": pl.Float64,
+    "baseline_value": pl.Float64,
+    "t": pl.Float64,
+    "p": pl.Float64,
+    "mark": pl.String,
+}
+
+
+def build(spec: dict) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """spec: metrics (folder), systems, datasets (evaluated member datasets), groups {name: members},
+    baselines {system: {role: baseline system}}, alpha."""
+    folder = Path(spec["metrics"])
+    per_query: dict[tuple[str, str], pl.DataFrame] = {}
+    rows = []
+    for system in spec["systems"]:
+        path = folder / f"{system}.parquet"
+        if not path.exists():
+            raise ValueError(f"missing metrics file {path}")
+        table = pl.read_parquet(path)
+        for dataset in spec["datasets"]:
+            pq = per_query[system, dataset] = table.filter(pl.col("dataset") == dataset).drop("dataset")
+            if pq.is_empty():
+                raise ValueError(f"{path}: no metrics for dataset {dataset!r}")
+            rows.append(summarize(pq).with_columns(system=pl.lit(system), dataset=pl.lit(dataset)))
+    table = pl.concat(rows).select(list(TABLE)) if rows else pl.DataFrame(schema=TABLE)
+    groups = []
+    for system in spec["systems"]:
+        mine = table.filter(pl.col("system") == system)
+        for name, members in spec.get("groups", {}).items():
+            g = group_mean(mine, members)
+            groups.append(
+                g.select("measure", "value", "n_queries").with_columns(
+                    system=pl.lit(system), dataset=pl.lit(name)
+                )
+            )
+    if groups:
+        table = pl.concat([table, pl.concat(groups).select(list(TABLE))])
+    sig = []
+    for system, roles in spec.get("baselines", {}).items():
+        for role, baseline in roles.items():
+            if baseline is None or baseline == system:
+                continue
+            for dataset in spec["datasets"]:
+                a, b = per_query[system, dataset], per_query[baseline, dataset]
+                for measure in a["measure"].unique(maintain_order=True):
+                    t = paired_ttest(a, b, measure, spec.get("alpha", 0.05))
+                    sig.append(
+                        (system, dataset, measure, role, baseline, t.mean_a, t.mean_b, t.t, t.p, t.mark)
+                    )
+    return table, pl.DataFrame(sig, schema=SIGNIFICANCE, orient="row")

@@ -1,0 +1,64 @@
+"""The evaluation stage on the tiny config: runs and metrics for every experiment and dataset, BM25, the
+results table with groups and significance tests."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from utilanno import config, plan, runs
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_work):
+    cfg = config.load(tiny_work / "tiny.yaml")
+    return tiny_work / "results-tiny", plan.Plan(cfg), cfg
+
+
+def test_every_system_has_a_run_and_metrics_on_every_dataset(tiny):
+    results, p, cfg = tiny
+    datasets = p.eval_datasets()
+    assert len(datasets) == 9 and "beir-cqadupstack-gis" in datasets
+    assert p.systems() == [*cfg["experiments"], "bm25"]
+    for system in p.systems():
+        per_query = pl.read_parquet(results / "metrics" / f"{system}.parquet")
+        for dataset in datasets:
+            run = runs.read_run(results / "runs" / system / f"{dataset}.trec")
+            queries = pl.read_parquet(results / "data" / dataset / f"queries-{p.eval_split(dataset)}.parquet")
+            assert set(run["qid"]) <= set(queries["qid"])
+            assert run.group_by("qid").len()["len"].max() <= cfg["evaluation"]["depth"]
+            tags = {line.split()[5] for line in (results / "runs" / system / f"{dataset}.trec").open()}
+            assert tags == {system}
+            mine = per_query.filter(pl.col("dataset") == dataset)
+            assert set(mine["measure"]) == set(p.measures(dataset))
+
+
+def test_results_table_has_groups_and_significance_marks(tiny):
+    results, p, cfg = tiny
+    table = pl.read_csv(results / "metrics/results.tsv", separator="\t")
+    datasets = p.eval_datasets() + ["cqadupstack"]
+    for system in p.systems():
+        assert set(table.filter(pl.col("system") == system)["dataset"]) == set(datasets)
+    cqa = table.filter((pl.col("dataset") == "cqadupstack") & (pl.col("system") == "bm25"))["value"][0]
+    forums = table.filter(
+        pl.col("dataset").str.starts_with("beir-cqadupstack") & (pl.col("system") == "bm25")
+    )
+    assert cqa == pytest.approx(forums["value"].mean(), abs=1e-6)
+    sig = pl.read_csv(
+        results / "metrics/significance.tsv", separator="\t", schema_overrides={"mark": pl.String}
+    )
+    assert set(sig["system"]) == set(cfg["experiments"]) - {"tiny-human"}
+    assert set(sig["baseline"]) == {"tiny-human", "tiny-replug"}
+    assert sig["p"].is_between(0, 1).all()
+
+
+def test_bm25_finds_the_tiny_world_passages(tiny):
+    """Tiny-world queries share their key words with one passage: lexical BM25 must rank it near the top."""
+    results, _, _ = tiny
+    table = pl.read_csv(results / "metrics/results.tsv", separator="\t")
+    rr = table.filter(
+        (pl.col("system") == "bm25") & (pl.col("dataset") == "msmarco") & (pl.col("measure") == "RR@10")
+    )
+    assert rr["value"][0] > 0.8

@@ -1,0 +1,52 @@
+"""The results table: dataset means, group means (CQADupStack), and t-tests against the baselines."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from utilanno import results
+
+
+def write(folder, system, rows):
+    pl.DataFrame(rows, schema=["dataset", "qid", "measure", "value"], orient="row").write_parquet(
+        folder / f"{system}.parquet"
+    )
+
+
+def test_table_groups_and_significance(tmp_path):
+    human = [("a", str(q), "nDCG@10", 0.5) for q in range(6)] + [
+        ("b", "1", "nDCG@10", 0.2),
+        ("b", "2", "nDCG@10", 0.4),
+    ]
+    better = [("a", str(q), "nDCG@10", 0.9 + 0.01 * q) for q in range(6)] + [
+        ("b", "1", "nDCG@10", 0.2),
+        ("b", "2", "nDCG@10", 0.4),
+    ]
+    write(tmp_path, "human", human)
+    write(tmp_path, "llm", better)
+    spec = {
+        "metrics": str(tmp_path),
+        "systems": ["human", "llm"],
+        "datasets": ["a", "b"],
+        "groups": {"ab": ["a", "b"]},
+        "baselines": {"human": {"human": "human"}, "llm": {"human": "human", "replug": None}},
+        "alpha": 0.05,
+    }
+    table, sig = results.build(spec)
+    got = {(s, d): v for s, d, v in table.select("system", "dataset", "value").iter_rows()}
+    assert got["human", "a"] == pytest.approx(0.5) and got["human", "b"] == pytest.approx(0.3)
+    assert got["human", "ab"] == pytest.approx(0.4)  # mean of the members' means, not of all queries
+    assert got["llm", "a"] == pytest.approx(0.925)
+    assert sig.height == 2 and set(sig["against"]) == {"human"}
+    marks = dict(zip(sig["dataset"], sig["mark"], strict=True))
+    assert marks == {"a": "+", "b": ""}
+
+
+def test_missing_metrics_are_errors(tmp_path):
+    write(tmp_path, "x", [("a", "1", "nDCG@10", 0.5)])
+    spec = {"metrics": str(tmp_path), "systems": ["x"], "datasets": ["a", "zzz"]}
+    with pytest.raises(ValueError, match="no metrics for dataset 'zzz'"):
+        results.build(spec)
+    with pytest.raises(ValueError, match="missing metrics file"):
+        results.build({**spec, "systems": ["y"]})
