@@ -130,17 +130,17 @@ rule bm25_search:
 
 rule metrics:
     input:
-        runs=lambda wc: [f"{RESULTS}/runs/{wc.system}/{d}.trec" for d in EVAL_DATASETS],
-        qrels=[f"{PLAN.data_dir(d)}/qrels-{PLAN.eval_split(d)}.trec" for d in EVAL_DATASETS],
+        runs=lambda wc: [f"{RESULTS}/runs/{wc.system}/{d}.trec" for d in PLAN.eval_datasets(wc.system)],
+        qrels=lambda wc: [f"{PLAN.data_dir(d)}/qrels-{PLAN.eval_split(d)}.trec" for d in PLAN.eval_datasets(wc.system)],
         script=script("evaluate.py"),
     output:
         f"{RESULTS}/metrics/{{system}}.parquet",
     params:
         evals=lambda wc, input: " ".join(
             f"--eval {d} '{r}' '{q}' {int(PLAN.is_beir(d))}"
-            for d, r, q in zip(EVAL_DATASETS, input.runs, input.qrels)
+            for d, r, q in zip(PLAN.eval_datasets(wc.system), input.runs, input.qrels)
         ),
-        spec=shlex.quote(json.dumps({d: PLAN.measures(d) for d in EVAL_DATASETS})),
+        spec=lambda wc: shlex.quote(json.dumps({d: PLAN.measures(d) for d in PLAN.eval_datasets(wc.system)})),
     log:
         f"{LOGS}/metrics/{{system}}.log",
     resources:
@@ -163,8 +163,10 @@ rule results_table:
         significance=f"{RESULTS}/metrics/significance.tsv",
     params:
         spec=shlex.quote(json.dumps({
-            "metrics": f"{RESULTS}/metrics", "systems": PLAN.systems(), "datasets": EVAL_DATASETS,
-            "groups": EVAL["groups"], "baselines": PLAN.baselines(), "alpha": EVAL["significance"],
+            "metrics": f"{RESULTS}/metrics", "systems": PLAN.systems(),
+            "datasets": {s: PLAN.eval_datasets(s) for s in PLAN.systems()},
+            "groups": {s: PLAN.eval_groups(s) for s in PLAN.systems()},
+            "baselines": PLAN.baselines(), "alpha": EVAL["significance"],
         })),
     log:
         f"{LOGS}/results_table.log",

@@ -107,7 +107,7 @@ def _torchrun(nproc: int) -> None:
 )
 @click.option("--checkpoint-dir", required=True, type=click.Path(file_okay=False))
 @click.option(
-    "--processes", "nproc", default=1, show_default=True, help="Processes (GPUs) of this job; > 1 uses torchrun."
+    "--processes", "nproc", default=1, show_default=True, help="Processes (GPUs) of the job; > 1: torchrun."
 )
 @click.option("--threads", default=None, type=int, help="torch CPU threads per process.")
 @click.option("--out", required=True, type=click.Path(file_okay=False))

@@ -28,8 +28,8 @@ def test_table_groups_and_significance(tmp_path):
     spec = {
         "metrics": str(tmp_path),
         "systems": ["human", "llm"],
-        "datasets": ["a", "b"],
-        "groups": {"ab": ["a", "b"]},
+        "datasets": {"human": ["a", "b"], "llm": ["a", "b"]},
+        "groups": {"human": {"ab": ["a", "b"]}, "llm": {"ab": ["a", "b"]}},
         "baselines": {"human": {"human": "human"}, "llm": {"human": "human", "replug": None}},
         "alpha": 0.05,
     }
@@ -45,8 +45,22 @@ def test_table_groups_and_significance(tmp_path):
 
 def test_missing_metrics_are_errors(tmp_path):
     write(tmp_path, "x", [("a", "1", "nDCG@10", 0.5)])
-    spec = {"metrics": str(tmp_path), "systems": ["x"], "datasets": ["a", "zzz"]}
+    spec = {"metrics": str(tmp_path), "systems": ["x"], "datasets": {"x": ["a", "zzz"], "y": ["a"]}}
     with pytest.raises(ValueError, match="no metrics for dataset 'zzz'"):
         results.build(spec)
     with pytest.raises(ValueError, match="missing metrics file"):
         results.build({**spec, "systems": ["y"]})
+
+
+def test_systems_evaluated_on_fewer_datasets_are_tested_where_both_were(tmp_path):
+    write(tmp_path, "human", [("a", "1", "RR@10", 0.5), ("a", "2", "RR@10", 0.5), ("b", "1", "RR@10", 1.0)])
+    write(tmp_path, "ablation", [("a", "1", "RR@10", 0.4), ("a", "2", "RR@10", 0.6)])
+    spec = {
+        "metrics": str(tmp_path),
+        "systems": ["human", "ablation"],
+        "datasets": {"human": ["a", "b"], "ablation": ["a"]},
+        "baselines": {"ablation": {"human": "human"}},
+    }
+    table, sig = results.build(spec)
+    assert table.filter(pl.col("system") == "ablation")["dataset"].to_list() == ["a"]
+    assert sig["dataset"].to_list() == ["a"] and sig["p"][0] == pytest.approx(1.0)

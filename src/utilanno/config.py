@@ -182,6 +182,10 @@ def _cross_check(config: dict) -> list[str]:
     for i, name in enumerate(config["evaluation"]["datasets"]):
         if name not in datasets and name not in config["evaluation"]["groups"]:
             ref(f"evaluation.datasets.{i}", name, datasets, "datasets")
+    for ename, exp in config["experiments"].items():
+        for i, name in enumerate(exp.get("evaluate", [])):
+            if name not in datasets and name not in config["evaluation"]["groups"]:
+                ref(f"experiments.{ename}.evaluate.{i}", name, datasets, "datasets")
     ann = config["annotation"]
     ref("annotation.annotator", ann["annotator"], config["llms"], "llms")
     ref("annotation.dataset", ann["dataset"], datasets, "datasets")

@@ -260,15 +260,38 @@ class Plan:
         return [self.retriever_dir(name) for name in self.config["experiments"]]
 
     # -- evaluation -------------------------------------------------------------------------------------
-    def eval_datasets(self) -> list[str]:
-        """Datasets evaluated, groups replaced by their members (in order, once each)."""
-        ev = self.config["evaluation"]
+    def _members(self, names: list[str]) -> list[str]:
+        groups = self.config["evaluation"]["groups"]
         out: list[str] = []
-        for name in ev["datasets"]:
-            for member in ev["groups"].get(name, [name]):
-                if member not in out:
-                    out.append(member)
+        for name in names:
+            out += [m for m in groups.get(name, [name]) if m not in out]
         return out
+
+    def eval_names(self, system: str) -> list[str]:
+        """Datasets and groups a system reports: an experiment's own `evaluate` list, else
+        evaluation.datasets; BM25 reports every dataset any experiment does."""
+        ev = self.config["evaluation"]
+        exps = self.config["experiments"]
+        if system in exps:
+            return list(exps[system].get("evaluate", ev["datasets"]))
+        names = list(ev["datasets"])
+        for exp in exps.values():
+            names += [n for n in exp.get("evaluate", []) if n not in names]
+        return names
+
+    def eval_datasets(self, system: str | None = None) -> list[str]:
+        """Datasets a system is evaluated on (groups replaced by their members, in order, once each); all
+        evaluated datasets without a system."""
+        if system is not None:
+            return self._members(self.eval_names(system))
+        out: list[str] = []
+        for name in self.systems():
+            out += [d for d in self.eval_datasets(name) if d not in out]
+        return out or self._members(self.config["evaluation"]["datasets"])
+
+    def eval_groups(self, system: str) -> dict[str, list[str]]:
+        groups = self.config["evaluation"]["groups"]
+        return {g: groups[g] for g in self.eval_names(system) if g in groups}
 
     def eval_split(self, dataset: str) -> str:
         """The split a dataset is evaluated on: its one non-training split with queries and qrels."""
@@ -331,6 +354,6 @@ class Plan:
         return out
 
     def evaluation_targets(self) -> list[str]:
-        if not self.config["evaluation"]["datasets"]:
+        if not self.eval_datasets():
             return []
         return [f"{self.results}/metrics/results.tsv", f"{self.results}/metrics/significance.tsv"]

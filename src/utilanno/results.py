@@ -36,8 +36,9 @@ SIGNIFICANCE = {
 
 
 def build(spec: dict) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """spec: metrics (folder), systems, datasets (evaluated member datasets), groups {name: members},
-    baselines {system: {role: baseline system}}, alpha."""
+    """spec: metrics (folder), systems, datasets {system: member datasets}, groups {system: {name: members}},
+    baselines {system: {role: baseline system}}, alpha. A system is tested against a baseline on the
+    datasets both were evaluated on."""
     folder = Path(spec["metrics"])
     per_query: dict[tuple[str, str], pl.DataFrame] = {}
     rows = []
@@ -46,7 +47,7 @@ def build(spec: dict) -> tuple[pl.DataFrame, pl.DataFrame]:
         if not path.exists():
             raise ValueError(f"missing metrics file {path}")
         table = pl.read_parquet(path)
-        for dataset in spec["datasets"]:
+        for dataset in spec["datasets"][system]:
             pq = per_query[system, dataset] = table.filter(pl.col("dataset") == dataset).drop("dataset")
             if pq.is_empty():
                 raise ValueError(f"{path}: no metrics for dataset {dataset!r}")
@@ -55,7 +56,7 @@ def build(spec: dict) -> tuple[pl.DataFrame, pl.DataFrame]:
     groups = []
     for system in spec["systems"]:
         mine = table.filter(pl.col("system") == system)
-        for name, members in spec.get("groups", {}).items():
+        for name, members in spec.get("groups", {}).get(system, {}).items():
             g = group_mean(mine, members)
             groups.append(
                 g.select("measure", "value", "n_queries").with_columns(
@@ -69,7 +70,7 @@ def build(spec: dict) -> tuple[pl.DataFrame, pl.DataFrame]:
         for role, baseline in roles.items():
             if baseline is None or baseline == system:
                 continue
-            for dataset in spec["datasets"]:
+            for dataset in [d for d in spec["datasets"][system] if d in spec["datasets"][baseline]]:
                 a, b = per_query[system, dataset], per_query[baseline, dataset]
                 for measure in a["measure"].unique(maintain_order=True):
                     t = paired_ttest(a, b, measure, spec.get("alpha", 0.05))
