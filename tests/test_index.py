@@ -24,7 +24,7 @@ def write(tmp_path, name, emb, ids):
     return tmp_path / f"{name}.npy", tmp_path / f"{name}.ids"
 
 
-@pytest.mark.parametrize("shards", [1, 3])
+@pytest.mark.parametrize("shards", [1, 3, 201])
 def test_search_equals_numpy_brute_force(tmp_path, shards):
     rng = np.random.default_rng(0)
     p = rng.normal(size=(200, 16)).astype(np.float16)
