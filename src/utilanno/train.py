@@ -22,7 +22,7 @@ import os
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import polars as pl
@@ -58,7 +58,6 @@ class Settings:
     seed: int = 42
     checkpoint_every: int = 500
     utility_temperature: float = 1.0
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.loss not in (*HARD_LOSSES, "replug_kl"):
@@ -182,10 +181,6 @@ def _dist() -> tuple[int, int]:
     return 0, 1
 
 
-def _gather(t: torch.Tensor) -> torch.Tensor:
-    return losses.gather_with_grad(t)
-
-
 def _gather_const(t: torch.Tensor) -> torch.Tensor:
     rank, world = _dist()
     if world == 1:
@@ -197,7 +192,7 @@ def _gather_const(t: torch.Tensor) -> torch.Tensor:
 
 def compute_loss(s: Settings, q: torch.Tensor, p: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The global loss of one step from local embeddings: q [b, d], p [b*g, d], labels [b, g]."""
-    Q, P, Y = _gather(q), _gather(p), _gather_const(labels)
+    Q, P, Y = losses.gather_with_grad(q), losses.gather_with_grad(p), _gather_const(labels)
     if s.loss == "replug_kl":
         group = (Q.unsqueeze(1) * P.view(Q.shape[0], s.group_size, -1)).sum(-1) / s.temperature
         return losses.replug_kl(group, Y, s.utility_temperature)
