@@ -86,6 +86,25 @@ class Encoder(torch.nn.Module):
         (out / SETTINGS).write_text(json.dumps({"pooling": self.pooling, **settings}, indent=2) + "\n")
 
 
+def pad(encoder: Encoder, rows: list[list[int]], types: list[list[int]] | None) -> dict[str, torch.Tensor]:
+    """Pad token id lists to the longest, on the tokenizer's padding side, as `tokenize` would."""
+    width = max(map(len, rows))
+    ids = np.full((len(rows), width), encoder.tokenizer.pad_token_id or 0, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    tt = np.zeros((len(rows), width), dtype=np.int64) if types is not None else None
+    left = encoder.tokenizer.padding_side == "left"
+    for i, row in enumerate(rows):
+        span = slice(width - len(row), width) if left else slice(0, len(row))
+        ids[i, span] = row
+        mask[i, span] = 1
+        if tt is not None:
+            tt[i, span] = types[i]
+    batch = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+    if tt is not None:
+        batch["token_type_ids"] = torch.from_numpy(tt)
+    return batch
+
+
 @torch.no_grad()
 def encode(
     encoder: Encoder,
@@ -95,21 +114,40 @@ def encode(
     device: str | torch.device = "cpu",
     desc: str = "encode",
     autocast_dtype: torch.dtype | None = None,
+    chunk_batches: int = 32,
 ) -> np.ndarray:
-    """Embeddings [n, dim] float32 in input order. Texts are batched by length (longest first), so padding
-    costs little; the order is restored at the end."""
+    """Embeddings [n, dim] float32 in input order.
+
+    Batches are cut by token length, longest first, so padding costs little: texts are ordered by characters
+    (cheap, global), then tokenized a chunk of `chunk_batches` batches at a time and re-sorted by their exact
+    token count inside the chunk. Against character order alone this pads ~10% fewer tokens on MS MARCO-like
+    text (benchmarks/encode_throughput.md); only one chunk's token lists are held in memory.
+    """
     encoder.eval()
     n = len(texts)
     dim = encoder.model.config.hidden_size
     out = np.empty((n, dim), dtype=np.float32)
     order = sorted(range(n), key=lambda i: -len(texts[i]))
     device = torch.device(device)
+    chunk = batch_size * chunk_batches
     with tqdm(total=n, desc=desc, unit="text", mininterval=5, disable=None) as bar:
-        for start in range(0, n, batch_size):
-            idx = order[start : start + batch_size]
-            batch = {k: v.to(device) for k, v in encoder.tokenize([texts[i] for i in idx], max_len).items()}
-            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                emb = encoder.embed(batch)
-            out[idx] = emb.float().cpu().numpy()
-            bar.update(len(idx))
+        for c in range(0, n, chunk):
+            members = order[c : c + chunk]
+            tok = encoder.tokenizer(
+                [texts[i] for i in members], max_length=max_len, truncation=True, padding=False
+            )
+            types = tok.get("token_type_ids")
+            by_len = sorted(range(len(members)), key=lambda j: -len(tok["input_ids"][j]))
+            for start in range(0, len(by_len), batch_size):
+                js = by_len[start : start + batch_size]
+                batch = pad(
+                    encoder,
+                    [tok["input_ids"][j] for j in js],
+                    [types[j] for j in js] if types is not None else None,
+                )
+                batch = {k: v.to(device) for k, v in batch.items()}
+                with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                    emb = encoder.embed(batch)
+                out[[members[j] for j in js]] = emb.float().cpu().numpy()
+                bar.update(len(js))
     return out
