@@ -19,6 +19,7 @@ include: "rules/pool.smk"
 include: "rules/annotate.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
+include: "rules/rag.smk"
 
 
 localrules:
@@ -27,6 +28,7 @@ localrules:
     annotate_only,
     train_only,
     evaluate_only,
+    rag_only,
 
 
 rule all:
@@ -36,6 +38,12 @@ rule all:
         PLAN.annotation_targets(),
         PLAN.training_targets(),
         PLAN.evaluation_targets(),
+        PLAN.rag_targets(),
+
+
+rule rag_only:
+    input:
+        PLAN.rag_targets(),
 
 
 rule evaluate_only:

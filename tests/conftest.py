@@ -64,6 +64,8 @@ def tiny_work(tmp_path_factory) -> Path:
             f"prompts/{step}.yaml"  # work's copy
         )
     shutil.copy2(REPO / "prompts" / "replug.yaml", work / "prompts" / "replug.yaml")
+    for name in ("rag-words", "rag-sentences"):  # rag.datasets.*.prompt are relative: the work copies win
+        shutil.copy2(REPO / "prompts" / f"{name}.yaml", work / "prompts" / f"{name}.yaml")
     conf.setdefault("replug", {})["prompt"] = "prompts/replug.yaml"
     (work / "tiny.yaml").write_text(yaml.safe_dump(conf, sort_keys=False))
     snakemake(

@@ -155,6 +155,26 @@ def mistake(mutate):
             lambda c: c["rag"]["generators"].append("gpt4"),
             "'rag.generators.1': 'gpt4' is not defined in 'llms'",
         ),
+        (
+            lambda c: c["rag"]["datasets"].update({"beir-scifact": {"split": "test"}}),
+            "'rag.datasets.beir-scifact.split': dataset 'beir-scifact' has no answers for split 'test'",
+        ),
+        (
+            lambda c: c["rag"]["datasets"]["beir-nq"].update(top_k=500),
+            "'rag.datasets.beir-nq.top_k': 500 passages, but runs hold only the top evaluation.depth = 100",
+        ),
+        (
+            lambda c: c["rag"]["datasets"]["msmarco"].update(split="train"),
+            "RAG reads the retriever's runs, which hold the evaluation split ['dev'], not 'train'",
+        ),
+        (
+            lambda c: c["evaluation"].update(datasets=["msmarco"]),
+            "'rag.datasets.beir-nq': RAG reads the retrieval runs of 'beir-nq', which is not evaluated",
+        ),
+        (
+            lambda c: c["rag"]["datasets"]["msmarco"].update(metrics="bleu"),
+            "'rag.datasets.msmarco.metrics': expected one of ['em_f1', 'rouge_bleu']",
+        ),
         (lambda c: c["training"].update(gpus=1.5), "'training.gpus': expected an integer, got float 1.5"),
         (
             lambda c: c["datasets"].update({"bad name": {"beir": {"source": "beir-nq", "folder": "nq"}}}),

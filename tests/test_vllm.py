@@ -198,3 +198,54 @@ def test_vllm_answer_logprobs_equal_transformers(world, tmp_path):
         assert a["prompt_tokens"] == b["prompt_tokens"] and a["prompt_hashes"] == b["prompt_hashes"]
         assert a["logprobs"] == pytest.approx(b["logprobs"], abs=1e-3)
     assert len(b_recs[1]["docids"]) == 31
+
+
+def test_a_rag_shard_through_vllm_equals_transformers(world, tmp_path):
+    """One RAG generation shard (scripts/rag.py generate) through vLLM on CPU: greedy answers equal the
+    transformers engine's on the same tiny Qwen2 and the same top-5 passages."""
+    from utilanno import runs
+
+    pool = pl.read_parquet(world / "shard-0.parquet")
+    pl.DataFrame({"qid": pool["qid"], "text": pool["query"]}).write_parquet(tmp_path / "queries.parquet")
+    pl.DataFrame(
+        {"qid": pool["qid"][1:], "answers": [[f"gold {q}"] for q in pool["qid"][1:]]},
+        schema={"qid": pl.String, "answers": pl.List(pl.String)},
+    ).write_parquet(tmp_path / "answers.parquet")  # the first query has no answer: not asked
+    rows = [
+        (qid, p["docid"], float(-j))
+        for qid, passages in pool.select("qid", "passages").iter_rows()
+        for j, p in enumerate(passages[:8])
+    ]
+    runs.write_run(
+        tmp_path / "run.trec", pl.DataFrame(rows, schema=["qid", "docid", "score"], orient="row"), "t"
+    )
+
+    def generate(engine: str) -> list[dict]:
+        llm = {
+            "engine": engine,
+            "model": str(world / "tiny-qwen2"),
+            "dtype": "float32",
+            "max_model_len": 4096,
+        }
+        llm |= {"enforce_eager": True, "batch_size": 4} if engine == "vllm" else {"batch_size": 4}
+        out = tmp_path / f"rag-{engine}.jsonl"
+        cmd = [sys.executable, str(REPO / "scripts/rag.py"), "generate"]
+        cmd += [
+            "--queries",
+            str(tmp_path / "queries.parquet"),
+            "--answers",
+            str(tmp_path / "answers.parquet"),
+        ]
+        cmd += ["--run", str(tmp_path / "run.trec"), "--corpus", str(world / "corpus.parquet")]
+        cmd += ["--prompt", str(REPO / "prompts/rag-words.yaml"), "--llm", json.dumps(llm), "--gpus", "0"]
+        cmd += ["--shard", "0", "--shards", "1", "--top-k", "5", "--max-tokens", "24", "--out", str(out)]
+        proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        return [json.loads(line) for line in out.read_text().splitlines()]
+
+    ours, theirs = generate("transformers"), generate("vllm")
+    assert [r["qid"] for r in theirs] == sorted(pool["qid"][1:].to_list())
+    for a, b in zip(ours, theirs, strict=True):
+        assert len(b["docids"]) == 5 and a["docids"] == b["docids"]
+        assert (a["raw"], a["answer"], a["prompt_hash"]) == (b["raw"], b["answer"], b["prompt_hash"])
+        assert a["prompt_tokens"] == b["prompt_tokens"] and b["completion_tokens"] > 0

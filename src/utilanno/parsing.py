@@ -78,3 +78,21 @@ def topk_cut(ranked: list, n_input: int, k_percent: int) -> list:
         return []
     count = max(1, (k_percent * n_input) // 100)
     return ranked[:count]
+
+
+_ANSWER_CUE = re.compile(r"answer\s*:", re.IGNORECASE)
+
+
+def rag_answer(raw: str) -> Parsed:
+    """Status of a RAG answer; the text itself is `rag_answer_text`."""
+    return Parsed("parsed" if rag_answer_text(raw) else "empty")
+
+
+def rag_answer_text(raw: str) -> str:
+    """The answer in a generator's output: after any reasoning, the text after the last `Answer:` cue when
+    the model repeats the prompt's cue (the sister repo splits on "Answer:"), stripped of whitespace."""
+    text = strip_reasoning(raw)
+    cues = list(_ANSWER_CUE.finditer(text))
+    if cues:
+        text = text[cues[-1].end() :]
+    return text.strip()

@@ -357,3 +357,47 @@ class Plan:
         if not self.eval_datasets():
             return []
         return [f"{self.results}/metrics/results.tsv", f"{self.results}/metrics/significance.tsv"]
+
+    # -- RAG --------------------------------------------------------------------------------------------
+    def rag_systems(self) -> list[str]:
+        """`<experiment>/<generator>` for every retriever experiment and generator of the RAG stage."""
+        rag = self.config["rag"]
+        if not rag["datasets"]:
+            return []
+        return [f"{e}/{g}" for e in rag["experiments"] for g in rag["generators"]]
+
+    def rag_dir(self, experiment: str, generator: str) -> str:
+        return f"{self.results}/rag/{experiment}/{generator}"
+
+    def rag_shards(self, experiment: str, generator: str, dataset: str) -> list[str]:
+        n = self.config["rag"]["datasets"][dataset]["shards"]
+        return [f"{self.rag_dir(experiment, generator)}/{dataset}/shard-{k}.jsonl" for k in range(n)]
+
+    def rag_tables(self, dataset: str) -> list[str]:
+        """Queries, gold answers and qrels of a RAG dataset's split."""
+        split, folder = self.config["rag"]["datasets"][dataset]["split"], self.data_dir(dataset)
+        return [
+            f"{folder}/queries-{split}.parquet",
+            f"{folder}/answers-{split}.parquet",
+            f"{folder}/qrels-{split}.trec",
+        ]
+
+    def rag_metrics_file(self, system: str) -> str:
+        return f"{self.results}/rag/metrics/{system}.parquet"
+
+    def rag_baselines(self) -> dict[str, dict[str, str | None]]:
+        """The retrieval baselines (human labels; REPLUG at the same fraction) with the same generator,
+        where that experiment is part of the RAG stage."""
+        rag = self.config["rag"]
+        base = self.baselines()
+        out = {}
+        for e in rag["experiments"]:
+            for g in rag["generators"]:
+                roles = {r: b for r, b in base[e].items() if b in rag["experiments"]}
+                out[f"{e}/{g}"] = {r: f"{b}/{g}" for r, b in roles.items()}
+        return out
+
+    def rag_targets(self) -> list[str]:
+        if not self.rag_systems():
+            return []
+        return [f"{self.results}/rag/results.tsv", f"{self.results}/rag/significance.tsv"]

@@ -1,7 +1,8 @@
 """The results table of the evaluation stage (long format) and the paper's significance marks.
 
-Per-query metric files live at `<metrics>/<system>.parquet` (dataset, qid, measure, value). The table has
-one row per system, dataset (or group: the mean of its members, as CQADupStack) and measure.
+Per-query metric files live at `<metrics>/<system>.parquet` (dataset, qid, measure, value); a row with a
+null qid is a corpus-level value (RAG's BLEU). The table has one row per system, dataset (or group: the mean
+of its members, as CQADupStack) and measure.
 Significance: a two-sided paired t-test of each system against its baselines (the human-label experiment
 of the same backbone, and REPLUG at the same human fraction; PAPER-SPEC F), per dataset and measure.
 """
@@ -48,10 +49,17 @@ def build(spec: dict) -> tuple[pl.DataFrame, pl.DataFrame]:
             raise ValueError(f"missing metrics file {path}")
         table = pl.read_parquet(path)
         for dataset in spec["datasets"][system]:
-            pq = per_query[system, dataset] = table.filter(pl.col("dataset") == dataset).drop("dataset")
-            if pq.is_empty():
+            mine = table.filter(pl.col("dataset") == dataset).drop("dataset")
+            if mine.is_empty():
                 raise ValueError(f"{path}: no metrics for dataset {dataset!r}")
-            rows.append(summarize(pq).with_columns(system=pl.lit(system), dataset=pl.lit(dataset)))
+            pq = per_query[system, dataset] = mine.filter(pl.col("qid").is_not_null())
+            # corpus-level values (qid null, e.g. BLEU) are reported as they are and never tested
+            whole = mine.filter(pl.col("qid").is_null()).select(
+                "measure", pl.col("value").cast(pl.Float64), n_queries=pl.lit(pq["qid"].n_unique(), pl.Int64)
+            )
+            rows.append(
+                pl.concat([summarize(pq), whole]).with_columns(system=pl.lit(system), dataset=pl.lit(dataset))
+            )
     table = pl.concat(rows).select(list(TABLE)) if rows else pl.DataFrame(schema=TABLE)
     groups = []
     for system in spec["systems"]:
