@@ -109,6 +109,38 @@ def test_generation_is_deterministic_and_a_rerun_of_a_finished_shard_is_identica
     assert a.read_bytes() == b.read_bytes()
 
 
+def test_a_killed_shard_resumes_and_ends_identical(data, tmp_path, monkeypatch):
+    from utilanno import engines
+
+    whole = tmp_path / "whole.jsonl"
+    generate(data, whole)
+    real_create = engines.create
+
+    def dying(*args, **kwargs):  # the engine dies on its second call: one batch of two queries is on disk
+        engine, calls = real_create(*args, **kwargs), []
+        chat = engine.chat
+
+        def chat_once(*a, **kw):
+            calls.append(1)
+            if len(calls) == 2:
+                raise RuntimeError("simulated kill")
+            return chat(*a, **kw)
+
+        engine.chat = chat_once
+        return engine
+
+    out = tmp_path / "shard.jsonl"
+    monkeypatch.setattr(engines, "create", dying)
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        generate(data, out)
+    assert not out.exists() and len(out.with_name("shard.jsonl.partial").read_text().splitlines()) == 3
+    monkeypatch.setattr(engines, "create", real_create)
+    summary = generate(data, out)
+    assert summary["resumed_batches"] == 1 and summary["queries_run"] == 3
+    assert out.read_bytes() == whole.read_bytes()
+    assert not out.with_name("shard.jsonl.partial").exists()
+
+
 def test_bad_inputs_fail_with_the_file_and_the_reason(data, tmp_path):
     with pytest.raises(InputFormatError, match="RAG needs 'answer'"):
         generate(data, tmp_path / "x.jsonl", prompt=prompts.load(REPO / "prompts/relsel.yaml"))
