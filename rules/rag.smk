@@ -1,4 +1,4 @@
-# RAG evaluation (PAPER-SPEC G): each generator answers each answerable query of each RAG dataset from a
+# RAG evaluation (PAPER-SPEC G): each generator answers each answerable query of each RAG set from a
 # retriever experiment's top-k passages (one GPU job per shard, resumable like annotation), then one scoring
 # job per (experiment, generator) and one table with the paired t-tests. A prompt file is an input of the
 # generation jobs that use it: editing it reruns those answers and their metrics only.
@@ -13,10 +13,10 @@ wildcard_constraints:
 
 rule rag_generate:
     input:
-        run=f"{RESULTS}/runs/{{rag_experiment}}/{{rag_dataset}}.trec",
+        run=lambda wc: PLAN.rag_run(wc.rag_experiment, wc.rag_dataset),
         queries=lambda wc: PLAN.rag_tables(wc.rag_dataset)[0],
         answers=lambda wc: PLAN.rag_tables(wc.rag_dataset)[1],
-        corpus=lambda wc: f"{PLAN.data_dir(PLAN.corpus_owner(wc.rag_dataset))}/corpus.parquet",
+        corpus=lambda wc: PLAN.rag_corpus(wc.rag_dataset),
         prompt=lambda wc: prompt_path(RAG["datasets"][wc.rag_dataset]["prompt"]),
         model=lambda wc: PLAN.model_inputs(PLAN.llm(wc.generator)["model"]),
         script=script("rag.py"),

@@ -175,6 +175,10 @@ def mistake(mutate):
             lambda c: c["rag"]["datasets"]["msmarco"].update(metrics="bleu"),
             "'rag.datasets.msmarco.metrics': expected one of ['em_f1', 'rouge_bleu']",
         ),
+        (
+            lambda c: c["rag"]["datasets"]["msmarco-top3"].update(dataset="msmarc"),
+            "'rag.datasets.msmarco-top3.dataset': 'msmarc' is not defined in 'datasets' (did you mean",
+        ),
         (lambda c: c["training"].update(gpus=1.5), "'training.gpus': expected an integer, got float 1.5"),
         (
             lambda c: c["datasets"].update({"bad name": {"beir": {"source": "beir-nq", "folder": "nq"}}}),

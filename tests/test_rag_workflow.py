@@ -47,7 +47,7 @@ def test_every_system_answers_every_answerable_query(tiny):
             assert per_query.group_by("measure").len()["len"].to_list() == [mine.height] * len(want)
             assert per_query["value"].is_between(0, 1 + 1e-6).all()
         shards = [f for d in cfg["rag"]["datasets"] for f in p.rag_shards(*system.split("/"), d)]
-        assert len(shards) == 4  # MS MARCO in two shards
+        assert len(shards) == 5  # MS MARCO in two shards
         assert all((results.parent / f).exists() for f in shards)
 
 
@@ -57,7 +57,11 @@ def test_results_table_and_paired_tests(tiny):
     assert set(table["system"]) == set(p.rag_systems())
     assert set(table["dataset"]) == set(cfg["rag"]["datasets"])
     bleu = table.filter(pl.col("measure") == "BLEU-4")
-    assert set(bleu["dataset"]) == {"msmarco"}
+    assert set(bleu["dataset"]) == {"msmarco", "msmarco-top3"}  # a second setting of MS MARCO QA
+    for system in p.rag_systems():  # the top 3 holds the top 1
+        mine = table.filter((pl.col("system") == system) & (pl.col("measure") == "Recall"))
+        recall = dict(mine.select("dataset", "value").iter_rows())
+        assert recall["msmarco-top3"] >= recall["msmarco"]
     sig = pl.read_csv(results / "rag/significance.tsv", separator="\t", schema_overrides={"mark": pl.String})
     assert set(sig["system"]) == {"tiny-utilsel/tiny-qwen2"}
     assert set(sig["baseline"]) == {"tiny-human/tiny-qwen2"}

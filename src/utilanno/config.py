@@ -236,28 +236,32 @@ def _cross_check(config: dict) -> list[str]:
         for n in e.get("evaluate", [])
         for m in ev["groups"].get(n, [n])
     }
-    for name, rd in config["rag"]["datasets"].items():
-        ref(f"rag.datasets.{name}", name, datasets, "datasets")
-        if name in datasets and name not in evaluated:
+    for key, rd in config["rag"]["datasets"].items():
+        name = rd["dataset"] or key
+        where = f"rag.datasets.{key}" + (".dataset" if rd["dataset"] else "")
+        ref(where, name, datasets, "datasets")
+        if name not in datasets:
+            continue
+        if name not in evaluated:
             out.append(
-                f"config key 'rag.datasets.{name}': RAG reads the retrieval runs of {name!r}, which is not"
-                " evaluated (add it to evaluation.datasets)"
+                f"config key '{where}': RAG reads the retrieval runs of {name!r}, which is not evaluated"
+                " (add it to evaluation.datasets)"
             )
-        ds = expand_beir(datasets.get(name, {}))
-        if name in datasets and rd["split"] not in ds.get("answers", {}):
+        ds = expand_beir(datasets[name])
+        if rd["split"] not in ds.get("answers", {}):
             out.append(
-                f"config key 'rag.datasets.{name}.split': dataset {name!r} has no answers for split"
+                f"config key 'rag.datasets.{key}.split': dataset {name!r} has no answers for split"
                 f" {rd['split']!r} (has {sorted(ds.get('answers', {}))})"
             )
         eval_splits = [s for s in ds.get("queries", {}) if s != "train" and s in ds.get("qrels", {})]
-        if name in datasets and eval_splits != [rd["split"]]:
+        if eval_splits != [rd["split"]]:
             out.append(
-                f"config key 'rag.datasets.{name}.split': RAG reads the retriever's runs, which hold the"
+                f"config key 'rag.datasets.{key}.split': RAG reads the retriever's runs, which hold the"
                 f" evaluation split {eval_splits}, not {rd['split']!r}"
             )
         if rd["top_k"] > config["evaluation"]["depth"]:
             out.append(
-                f"config key 'rag.datasets.{name}.top_k': {rd['top_k']} passages, but runs hold only the"
+                f"config key 'rag.datasets.{key}.top_k': {rd['top_k']} passages, but runs hold only the"
                 f" top evaluation.depth = {config['evaluation']['depth']}"
             )
     for i, exp in enumerate(config["rag"]["experiments"]):

@@ -373,9 +373,20 @@ class Plan:
         n = self.config["rag"]["datasets"][dataset]["shards"]
         return [f"{self.rag_dir(experiment, generator)}/{dataset}/shard-{k}.jsonl" for k in range(n)]
 
-    def rag_tables(self, dataset: str) -> list[str]:
-        """Queries, gold answers and qrels of a RAG dataset's split."""
-        split, folder = self.config["rag"]["datasets"][dataset]["split"], self.data_dir(dataset)
+    def rag_source(self, rag_set: str) -> str:
+        """The dataset a RAG set reads (its `dataset`, else its own name)."""
+        return self.config["rag"]["datasets"][rag_set]["dataset"] or rag_set
+
+    def rag_run(self, experiment: str, rag_set: str) -> str:
+        return f"{self.results}/runs/{experiment}/{self.rag_source(rag_set)}.trec"
+
+    def rag_corpus(self, rag_set: str) -> str:
+        return f"{self.data_dir(self.corpus_owner(self.rag_source(rag_set)))}/corpus.parquet"
+
+    def rag_tables(self, rag_set: str) -> list[str]:
+        """Queries, gold answers and qrels of a RAG set's dataset and split."""
+        split = self.config["rag"]["datasets"][rag_set]["split"]
+        folder = self.data_dir(self.rag_source(rag_set))
         return [
             f"{folder}/queries-{split}.parquet",
             f"{folder}/answers-{split}.parquet",
