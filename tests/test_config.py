@@ -179,6 +179,14 @@ def mistake(mutate):
             lambda c: c["rag"]["datasets"]["msmarco-top3"].update(dataset="msmarc"),
             "'rag.datasets.msmarco-top3.dataset': 'msmarc' is not defined in 'datasets' (did you mean",
         ),
+        (
+            lambda c: c["experiments"].update(bm25=c["experiments"]["tiny-human"]),
+            "config key 'experiments.bm25': the name is reserved",
+        ),
+        (
+            lambda c: c["experiments"].update({"x-stage1": c["experiments"]["tiny-human"]}),
+            "config key 'experiments.x-stage1': the name is reserved",
+        ),
         (lambda c: c["training"].update(gpus=1.5), "'training.gpus': expected an integer, got float 1.5"),
         (
             lambda c: c["datasets"].update({"bad name": {"beir": {"source": "beir-nq", "folder": "nq"}}}),

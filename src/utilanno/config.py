@@ -147,6 +147,11 @@ def load(path: str | Path) -> dict:
 SINGLE_POSITIVE_SAMPLINGS = ("human", "pos_one")
 
 
+# `bm25` is the BM25 system's name in runs and metrics; `metrics` is the RAG metrics folder beside the
+# RAG experiments' folders (results/rag/metrics/).
+RESERVED_EXPERIMENT_NAMES = frozenset({"bm25", "metrics"})
+
+
 def _cross_check(config: dict) -> list[str]:
     """References between sections: every name used must be defined."""
     out: list[str] = []
@@ -190,6 +195,12 @@ def _cross_check(config: dict) -> list[str]:
     ref("annotation.annotator", ann["annotator"], config["llms"], "llms")
     ref("annotation.dataset", ann["dataset"], datasets, "datasets")
     for ename, exp in config["experiments"].items():
+        # output folders that an experiment of this name would share with another system or stage
+        if ename in RESERVED_EXPERIMENT_NAMES or ename.endswith("-stage1"):
+            out.append(
+                f"config key 'experiments.{ename}': the name is reserved ({sorted(RESERVED_EXPERIMENT_NAMES)}"
+                " and '<name>-stage1', a curriculum's first stage, name other outputs)"
+            )
         ref(f"experiments.{ename}.backbone", exp["backbone"], config["backbones"], "backbones")
         if "annotator" in exp:
             ref(f"experiments.{ename}.annotator", exp["annotator"], config["llms"], "llms")
