@@ -239,14 +239,9 @@ def _cross_check(config: dict) -> list[str]:
             )
     for i, gen in enumerate(config["rag"]["generators"]):
         ref(f"rag.generators.{i}", gen, config["llms"], "llms")
-    ev = config["evaluation"]
-    evaluated = {m for n in ev["datasets"] for m in ev["groups"].get(n, [n])}
-    evaluated |= {
-        m
-        for e in config["experiments"].values()
-        for n in e.get("evaluate", [])
-        for m in ev["groups"].get(n, [n])
-    }
+    from .plan import Plan  # plan imports this module: imported here, once the schema holds
+
+    evaluated = set(Plan(config).eval_datasets())
     for key, rd in config["rag"]["datasets"].items():
         name = rd["dataset"] or key
         where = f"rag.datasets.{key}" + (".dataset" if rd["dataset"] else "")
