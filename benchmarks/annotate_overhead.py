@@ -97,6 +97,7 @@ def main(engine_name, queries, batch_queries, rounds, record):
                 start = time.perf_counter()
                 fn()
                 times[name].append(time.perf_counter() - start)
+        engine.close()
     med = {k: statistics.median(v) for k, v in times.items()}
     overhead = (med["ours"] - med["bare"]) / med["bare"]
     lines = [

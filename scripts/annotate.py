@@ -111,9 +111,9 @@ def step_cmd(
             )
     sampling = engines.Sampling.from_config(llm.get("sampling", {}))
     guide = prompt.output if llm.get("structured_output") and prompt.output != "answer" else None
-    engine = engines.create(llm, gpus=gpus, threads=threads)
     engine_id = json.dumps({k: llm.get(k) for k in ("engine", "model", "dtype")}, sort_keys=True)
-    annotate.run_shard(step, tasks, engine, engine_id, sampling, guide, out, batch_queries)
+    with engines.create(llm, gpus=gpus, threads=threads) as engine:
+        annotate.run_shard(step, tasks, engine, engine_id, sampling, guide, out, batch_queries)
 
 
 @cli.command("merge")

@@ -31,6 +31,15 @@ ENV = {
 }
 
 
+def assert_clean_exit(proc: subprocess.CompletedProcess) -> None:
+    """The job succeeded and closed vLLM itself: its engine processes exited in time, none was killed at
+    interpreter exit (which leaks shared memory and can abort the job after its output is published)."""
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    printed = proc.stdout + proc.stderr  # vLLM logs to stdout
+    for sign in ("force killing", "leaked shared_memory"):
+        assert sign not in printed, printed[-4000:]
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A pool shard of four tiny-world training queries (two relevance windows each) and a tiny Qwen2."""
@@ -73,7 +82,7 @@ def step(d: Path, llm: dict, out: Path, step_name: str = "relsel") -> list[dict]
         str(out),
     ]
     proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert_clean_exit(proc)
     return [json.loads(line) for line in out.read_text().splitlines()]
 
 
@@ -126,12 +135,12 @@ if __name__ == "__main__":  # vLLM spawns workers that import this file
     world, out = sys.argv[1], sys.argv[2]
     llm = {"engine": "vllm", "model": world + "/tiny-qwen2", "dtype": "float32", "max_model_len": 4096,
            "enforce_eager": True}
-    engine = engines.create(llm, gpus=0)
-    cases = json.load(open(world + "/replug-cases.json"))
-    direct = engine.answer_logprobs(cases["conversations"], cases["answers"])
-    json.dump([list(s) for s in direct], open(out + ".direct.json", "w"))
-    replug.score_shard(world + "/shard-0.parquet", world + "/replug-answers.parquet",
-                       sys.argv[3], llm, out, engine=engine, batch_queries=2)
+    with engines.create(llm, gpus=0) as engine:
+        cases = json.load(open(world + "/replug-cases.json"))
+        direct = engine.answer_logprobs(cases["conversations"], cases["answers"])
+        json.dump([list(s) for s in direct], open(out + ".direct.json", "w"))
+        replug.score_shard(world + "/shard-0.parquet", world + "/replug-answers.parquet",
+                           sys.argv[3], llm, out, engine=engine, batch_queries=2)
 """
 
 
@@ -170,7 +179,7 @@ def test_vllm_answer_logprobs_equal_transformers(world, tmp_path):
         text=True,
         timeout=900,
     )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert_clean_exit(proc)
 
     engine = engines.TransformersEngine(
         str(world / "tiny-qwen2"), dtype="float32", batch_size=8, device="cpu"
@@ -240,7 +249,7 @@ def test_a_rag_shard_through_vllm_equals_transformers(world, tmp_path):
         cmd += ["--prompt", str(REPO / "prompts/rag-words.yaml"), "--llm", json.dumps(llm), "--gpus", "0"]
         cmd += ["--shard", "0", "--shards", "1", "--top-k", "5", "--max-tokens", "24", "--out", str(out)]
         proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=900)
-        assert proc.returncode == 0, proc.stderr[-4000:]
+        assert_clean_exit(proc)
         return [json.loads(line) for line in out.read_text().splitlines()]
 
     ours, theirs = generate("transformers"), generate("vllm")

@@ -94,7 +94,18 @@ def _check_pairs(conversations: list[list[dict]], answers: list[str]) -> None:
 
 
 class Engine:
+    """Use as a context manager (`with engines.create(...) as engine:`): `close` runs when the job is done."""
+
     name = "engine"
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release what the engine holds beyond its Python objects (processes, devices); idempotent."""
 
     def chat(
         self, conversations: list[list[dict]], sampling: Sampling, guides: list[str | None] | None = None
@@ -298,6 +309,23 @@ class VllmEngine(Engine):
         )
         self.max_model_len = max_model_len
 
+    def close(self, timeout: float = 60.0) -> None:
+        """Stop the engine-core and worker processes now, waiting up to `timeout` s for them to exit.
+
+        Left to interpreter exit, vLLM's finaliser gives them 5 s, then kills them and leaks their shared
+        memory, and the process can abort in teardown ("terminate called without an active exception",
+        exit -6) after the shard was already published: the job would fail with a finished output.
+        """
+        llm, self.llm = getattr(self, "llm", None), None
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if core is not None:
+            core.shutdown(timeout=timeout)
+
+    def _open(self):
+        if self.llm is None:
+            raise RuntimeError("the vllm engine is closed")
+        return self.llm
+
     def chat(self, conversations, sampling, guides=None):
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
@@ -316,7 +344,7 @@ class VllmEngine(Engine):
             else SamplingParams(**kwargs)
             for g in guides
         ]
-        outputs = self.llm.chat(conversations, params, use_tqdm=False)
+        outputs = self._open().chat(conversations, params, use_tqdm=False)
         return [
             Generation(o.outputs[0].text, len(o.prompt_token_ids), len(o.outputs[0].token_ids))
             for o in outputs
@@ -330,7 +358,7 @@ class VllmEngine(Engine):
         from vllm.inputs import TokensPrompt
 
         _check_pairs(conversations, answers)
-        tokenizer = self.llm.get_tokenizer()
+        tokenizer = self._open().get_tokenizer()
         pairs = [answer_token_ids(tokenizer, c, a) for c, a in zip(conversations, answers, strict=True)]
         for k, (prompt, ids) in enumerate(pairs):
             if len(prompt) + len(ids) >= self.max_model_len:  # room for the one generated token

@@ -135,8 +135,8 @@ def generate_shard(
     )
     engine_id = json.dumps({k: llm.get(k) for k in ("engine", "model", "dtype")}, sort_keys=True)
     work = tasks(mine, top, texts, prompt)
-    engine = engines.create(llm, gpus=gpus, threads=threads)
-    return annotate.run_shard("rag", work, engine, engine_id, sampling, None, out, batch_queries)
+    with engines.create(llm, gpus=gpus, threads=threads) as engine:
+        return annotate.run_shard("rag", work, engine, engine_id, sampling, None, out, batch_queries)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -203,9 +203,11 @@ def score_shard(
         log.warning("%s: %d of %d queries have no gold answer: not scored", pool_file, no_answer, len(tasks))
     # the settings that change scores; the prompt, passages and answers are in run_shard's fingerprint
     engine_id = json.dumps({k: llm.get(k) for k in ("engine", "model", "dtype")}, sort_keys=True)
-    if engine is None:
-        engine = engines.create(llm, gpus=gpus, threads=threads)
-    summary = score(tasks, engine, engine_id, out, batch_queries)
+    if engine is None:  # ours to close; a given engine stays its owner's
+        with engines.create(llm, gpus=gpus, threads=threads) as engine:
+            summary = score(tasks, engine, engine_id, out, batch_queries)
+    else:
+        summary = score(tasks, engine, engine_id, out, batch_queries)
     summary["no_answer"] = no_answer
     log.info("%s %s: %d queries scored, %d without an answer", STEP, out, len(tasks) - no_answer, no_answer)
     return summary
