@@ -313,13 +313,24 @@ class VllmEngine(Engine):
         """Stop the engine-core and worker processes now, waiting up to `timeout` s for them to exit.
 
         Left to interpreter exit, vLLM's finaliser gives them 5 s, then kills them and leaks their shared
-        memory, and the process can abort in teardown ("terminate called without an active exception",
-        exit -6) after the shard was already published: the job would fail with a finished output.
+        memory.
+
+        The client's output thread is joined too: `shutdown` only signals it. A daemon thread still ending
+        when the interpreter finalises is stopped with pthread_exit, and if it is then freeing the last
+        engine output (prompt log-probabilities are torch tensors) torch's destructor cannot take the GIL
+        and the job aborts after its output was published ("terminate called without an active
+        exception", exit -6; seen in about 1 of 17 REPLUG runs, the core dump shows this stack).
         """
         llm, self.llm = getattr(self, "llm", None), None
         core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
-        if core is not None:
-            core.shutdown(timeout=timeout)
+        if core is None:
+            return
+        core.shutdown(timeout=timeout)
+        thread = getattr(core, "output_queue_thread", None)
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():
+                log.warning("vLLM's output thread did not stop within %.0f s", timeout)
 
     def _open(self):
         if self.llm is None:
