@@ -319,7 +319,7 @@ class VllmEngine(Engine):
         when the interpreter finalises is stopped with pthread_exit, and if it is then freeing the last
         engine output (prompt log-probabilities are torch tensors) torch's destructor cannot take the GIL
         and the job aborts after its output was published ("terminate called without an active
-        exception", exit -6; seen in about 1 of 17 REPLUG runs, the core dump shows this stack).
+        exception", exit -6: 3 of about 33 REPLUG runs under load; both core dumps taken show this stack).
         """
         llm, self.llm = getattr(self, "llm", None), None
         core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
