@@ -32,7 +32,10 @@ test: env
 
 lint: env
 	ruff check src scripts tests benchmarks
+	ruff format --check src scripts tests benchmarks
+	snakefmt --check Snakefile rules
 	snakemake --lint
+	snakemake --lint --configfile tests/config/tiny.yaml
 
 dryrun: env
 	snakemake -n --profile profiles/local

@@ -5,9 +5,10 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-# A --configfile (the tiny config, your own grid) replaces the paper grid instead of being merged into it;
-# --config KEY=VALUE still overrides single keys of whichever file is used.
-if not workflow.overwrite_configfiles:
+# The paper grid, unless a --configfile gave a whole grid of its own (one with `datasets:`, as the tiny config
+# and your own grids have): it then replaces the paper grid instead of being merged into it. --config
+# KEY=VALUE still overrides single keys of whichever file is used.
+if "datasets" not in config:
 
     configfile: "config.yaml"
 

@@ -14,7 +14,6 @@ import datetime
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,13 +21,14 @@ from pathlib import Path
 import click
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
 
 
 def world(d: Path, queries: int) -> tuple[Path, Path]:
     import polars as pl
 
-    from utilanno import convert, pools, tinymodels, tinyworld
+    from utilanno.annotate import pools
+    from utilanno.data import convert, train_pool
+    from utilanno.testing import tinymodels, tinyworld
 
     tinyworld.generate(
         d / "tw", passages=max(400, queries * 4), train_queries=queries, dev_queries=4, dl_queries=2, beir=[]
@@ -36,7 +36,7 @@ def world(d: Path, queries: int) -> tuple[Path, Path]:
     convert.convert_corpus(
         d / "tw/msmarco/collectionandqueries.tar.gz", "collection.tsv", "msmarco-tsv", d / "corpus.parquet"
     )
-    convert.convert_pool(d / "tw/msmarco/train-tevatron.jsonl", None, "tevatron", d / "pool-input.parquet")
+    train_pool.convert_pool(d / "tw/msmarco/train-tevatron.jsonl", None, "tevatron", d / "pool-input.parquet")
     pools.build(
         d / "pool-input.parquet", d / "corpus.parquet", [d / "shard.parquet"], 30, 16, 1, "shuffle", 42
     )
@@ -55,7 +55,8 @@ def main(engine_name, queries, batch_queries, rounds, record):
     import polars as pl
     import torch
 
-    from utilanno import annotate, engines, prompts
+    from utilanno.annotate import engines, prompts
+    from utilanno.annotate import steps as annotate
 
     torch.set_num_threads(1)
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")

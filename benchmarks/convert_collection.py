@@ -1,4 +1,4 @@
-"""Benchmark utilanno.convert.convert_corpus (msmarco-tsv -> Parquet) against a plain pandas conversion.
+"""Benchmark utilanno.data.convert.convert_corpus (msmarco-tsv -> Parquet) against a plain pandas conversion.
 
     .venv/bin/python benchmarks/convert_collection.py --passages 8841823 --workdir /tmp/bench
 
@@ -32,7 +32,7 @@ TARGET_RSS_GB = 2.0
 
 HEADER = """# Benchmark: MS MARCO collection.tsv -> corpus.parquet
 
-`utilanno.convert.convert_corpus(path, None, "msmarco-tsv", out)` (streamed in blocks, with validation of field
+`utilanno.data.convert.convert_corpus(path, None, "msmarco-tsv", out)` (streamed in blocks, with validation of field
 count, digit ids, UTF-8 and duplicate ids) against a straightforward pandas conversion
 (`pd.read_csv(sep="\\t", quoting=QUOTE_NONE, dtype=str)` + `title=""` + `docid.duplicated().any()` +
 `to_parquet` via pyarrow), on a synthetic collection of MS MARCO size (8,841,823 passages, ~56 words /
@@ -194,7 +194,7 @@ def ensure_collection(workdir: Path, n: int) -> tuple[Path, float]:
 
 
 def impl_ours(src: Path, out: Path) -> dict:
-    from utilanno.convert import convert_corpus
+    from utilanno.data.convert import convert_corpus
 
     counts = convert_corpus(src, None, "msmarco-tsv", out)
     return {"rows": counts.rows_out, "lines_in": counts.lines_in}

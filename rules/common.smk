@@ -1,16 +1,13 @@
 # Shared setup of every stage: validate the config first, then expose the plan (paths, targets) to rules.
-# Helpers live in the library (src/utilanno/plan.py) so that tests import them without Snakemake.
+# Helpers live in the library (src/utilanno/plan.py) so that tests import them without Snakemake; the
+# package is installed (editable) in the environment that runs Snakemake, as in every job's env and container.
 import json
-import os
 import re
-import shlex
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from snakemake.exceptions import WorkflowError
 
+from utilanno.annotate import STEP_NEEDS
 from utilanno.config import validate as _validate_config
 from utilanno.errors import ConfigError as _ConfigError
 from utilanno.plan import Plan
@@ -24,6 +21,26 @@ PLAN = Plan(config)
 RESULTS = PLAN.results
 LOGS = f"{RESULTS}/logs"
 BENCH = f"{RESULTS}/benchmarks"
+
+
+def cli(**options):
+    """Command-line options as a list, for the shell as {params.name:q} (Snakemake quotes each item).
+
+    `--key value` per option (underscores become dashes); a list repeats the flag per item, a tuple item
+    gives several values after one flag; True is a bare flag; None and False give nothing. Keys are sorted,
+    so that a merely reordered config records the same params and reruns nothing.
+    """
+    out = []
+    for key in sorted(options):
+        value, flag = options[key], f"--{key.replace('_', '-')}"
+        if value is None or value is False:
+            continue
+        if value is True:
+            out.append(flag)
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            out += [flag, *map(str, item if isinstance(item, tuple) else (item,))]
+    return out
 
 
 def script(name):
@@ -53,11 +70,7 @@ def _raw(kind, split=None):
 
 
 def _member(kind):
-    def inner(wc):
-        table = PLAN.table(wc.dataset, kind, wc.get("split"))
-        return f"--member '{table['member']}'" if table.get("member") else ""
-
-    return inner
+    return lambda wc: cli(member=PLAN.table(wc.dataset, kind, wc.get("split")).get("member"))
 
 
 def _format(kind):
@@ -71,7 +84,7 @@ def _judged_by(wc):
 
 wildcard_constraints:
     annotator=r"[A-Za-z0-9][A-Za-z0-9._-]*",
-    step=r"relsel|pseudo_answer|utilsel|utilrank",
+    step="|".join(STEP_NEEDS),
     k=r"\d+",
 
 
@@ -93,8 +106,8 @@ def alternatives(names):
 
 
 def llm_arg(name):
-    """The llms.<name> entry as one shell-quoted JSON argument."""
-    return shlex.quote(json.dumps(PLAN.llm(name), sort_keys=True))
+    """The llms.<name> entry as one JSON argument (quote it with {params.llm:q})."""
+    return json.dumps(PLAN.llm(name), sort_keys=True)
 
 
 def llm_resources(name, key, attempt=1):

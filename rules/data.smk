@@ -16,12 +16,6 @@ rule tiny_world:
         script=script("data.py"),
     output:
         PLAN.tiny_world_files(),
-    params:
-        opts=lambda wc: " ".join(
-            f"--{k.replace('_', '-')} '{','.join(v) if isinstance(v, list) else v}'"
-            for k, v in (config.get("tiny_world") or {}).items()
-        ),
-        out=lambda wc, output: os.path.dirname(os.path.dirname(output[0])),  # <dir>/msmarco/<file>
     log:
         f"{LOGS}/tiny_world.log",
     benchmark:
@@ -30,8 +24,16 @@ rule tiny_world:
         "../envs/data.yaml"
     container:
         config["containers"]["data"]
+    params:
+        opts=lambda wc: cli(
+            **{
+                k: ",".join(map(str, v)) if isinstance(v, list) else v
+                for k, v in (config.get("tiny_world") or {}).items()
+            }
+        ),
+        out=lambda wc, output: str(Path(output[0]).parent.parent),  # <dir>/msmarco/<file>
     shell:
-        "python '{input.script}' tiny-world --out '{params.out}' {params.opts} > {log} 2>&1"
+        "python {input.script:q} tiny-world --out {params.out:q} {params.opts:q} > {log:q} 2>&1"
 
 
 rule download:
@@ -40,15 +42,6 @@ rule download:
         script=script("data.py"),
     output:
         f"{PLAN.downloads}/{{source}}/{{filename}}",
-    params:
-        where=lambda wc: (
-            f"--path '{PLAN.source(wc.source)['path']}'"
-            if "path" in PLAN.source(wc.source)
-            else f"--url '{PLAN.source(wc.source)['url']}'"
-        ),
-        checks=lambda wc: " ".join(
-            f"--{k} {PLAN.source(wc.source)[k]}" for k in ("md5", "sha256") if k in PLAN.source(wc.source)
-        ),
     log:
         f"{LOGS}/download/{{source}}/{{filename}}.log",
     retries: 2
@@ -56,8 +49,10 @@ rule download:
         "../envs/data.yaml"
     container:
         config["containers"]["data"]
+    params:
+        where=lambda wc: cli(**{k: PLAN.source(wc.source).get(k) for k in ("path", "url", "md5", "sha256")}),
     shell:
-        "python '{input.script}' download {params.where} --dest '{output}' {params.checks} > {log} 2>&1"
+        "python {input.script:q} download {params.where:q} --dest {output:q} > {log:q} 2>&1"
 
 
 rule corpus:
@@ -66,23 +61,23 @@ rule corpus:
         script=script("data.py"),
     output:
         f"{RESULTS}/data/{{dataset}}/corpus.parquet",
-    params:
-        member=_member("corpus"),
-        fmt=_format("corpus"),
     log:
         f"{LOGS}/corpus/{{dataset}}.log",
     benchmark:
         f"{BENCH}/corpus/{{dataset}}.tsv"
-    resources:
-        mem_mb=lambda wc, attempt: 4000 * attempt,
-        runtime=lambda wc, attempt: 60 * attempt,
     conda:
         "../envs/data.yaml"
     container:
         config["containers"]["data"]
+    resources:
+        mem_mb=lambda wc, attempt: 4000 * attempt,
+        runtime=lambda wc, attempt: 60 * attempt,
+    params:
+        member=_member("corpus"),
+        fmt=_format("corpus"),
     shell:
-        "python '{input.script}' corpus --raw '{input.raw}' {params.member} --format {params.fmt} --out '{output}'"
-        " > {log} 2>&1"
+        "python {input.script:q} corpus --raw {input.raw:q} {params.member:q} --format {params.fmt:q} --out {output:q}"
+        " > {log:q} 2>&1"
 
 
 rule queries:
@@ -92,19 +87,19 @@ rule queries:
         script=script("data.py"),
     output:
         f"{RESULTS}/data/{{dataset}}/queries-{{split}}.parquet",
-    params:
-        member=_member("queries"),
-        fmt=_format("queries"),
-        judged=lambda wc, input: f"--judged-by '{input.judged[0]}'" if input.judged else "",
     log:
         f"{LOGS}/queries/{{dataset}}-{{split}}.log",
     conda:
         "../envs/data.yaml"
     container:
         config["containers"]["data"]
+    params:
+        member=_member("queries"),
+        fmt=_format("queries"),
+        judged=lambda wc, input: cli(judged_by=list(input.judged)),
     shell:
-        "python '{input.script}' queries --raw '{input.raw}' {params.member} --format {params.fmt} {params.judged}"
-        " --out '{output}' > {log} 2>&1"
+        "python {input.script:q} queries --raw {input.raw:q} {params.member:q} --format {params.fmt:q} {params.judged:q}"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 rule qrels:
@@ -113,18 +108,18 @@ rule qrels:
         script=script("data.py"),
     output:
         f"{RESULTS}/data/{{dataset}}/qrels-{{split}}.trec",
-    params:
-        member=_member("qrels"),
-        fmt=_format("qrels"),
     log:
         f"{LOGS}/qrels/{{dataset}}-{{split}}.log",
     conda:
         "../envs/data.yaml"
     container:
         config["containers"]["data"]
+    params:
+        member=_member("qrels"),
+        fmt=_format("qrels"),
     shell:
-        "python '{input.script}' qrels --raw '{input.raw}' {params.member} --format {params.fmt} --out '{output}'"
-        " > {log} 2>&1"
+        "python {input.script:q} qrels --raw {input.raw:q} {params.member:q} --format {params.fmt:q} --out {output:q}"
+        " > {log:q} 2>&1"
 
 
 rule answers:
@@ -134,20 +129,20 @@ rule answers:
         script=script("data.py"),
     output:
         f"{RESULTS}/data/{{dataset}}/answers-{{split}}.parquet",
-    params:
-        member=_member("answers"),
-        fmt=_format("answers"),
     log:
         f"{LOGS}/answers/{{dataset}}-{{split}}.log",
-    resources:
-        mem_mb=lambda wc, attempt: 8000 * attempt,
     conda:
         "../envs/data.yaml"
     container:
         config["containers"]["data"]
+    resources:
+        mem_mb=lambda wc, attempt: 8000 * attempt,
+    params:
+        member=_member("answers"),
+        fmt=_format("answers"),
     shell:
-        "python '{input.script}' answers --raw '{input.raw}' {params.member} --format {params.fmt}"
-        " --queries '{input.queries}' --out '{output}' > {log} 2>&1"
+        "python {input.script:q} answers --raw {input.raw:q} {params.member:q} --format {params.fmt:q}"
+        " --queries {input.queries:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule train_pool:
@@ -156,17 +151,17 @@ rule train_pool:
         script=script("data.py"),
     output:
         f"{RESULTS}/data/{{dataset}}/train-pool.parquet",
-    params:
-        member=_member("train_pool"),
-        fmt=_format("train_pool"),
     log:
         f"{LOGS}/train_pool/{{dataset}}.log",
-    resources:
-        mem_mb=lambda wc, attempt: 8000 * attempt,
     conda:
         "../envs/data.yaml"
     container:
         config["containers"]["data"]
+    resources:
+        mem_mb=lambda wc, attempt: 8000 * attempt,
+    params:
+        member=_member("train_pool"),
+        fmt=_format("train_pool"),
     shell:
-        "python '{input.script}' pool --raw '{input.raw}' {params.member} --format {params.fmt} --out '{output}'"
-        " > {log} 2>&1"
+        "python {input.script:q} pool --raw {input.raw:q} {params.member:q} --format {params.fmt:q} --out {output:q}"
+        " > {log:q} 2>&1"

@@ -22,27 +22,27 @@ rule encode_corpus:
     output:
         emb=f"{RESULTS}/index/{{experiment}}/{{owner}}/corpus-{{k}}.npy",
         ids=f"{RESULTS}/index/{{experiment}}/{{owner}}/corpus-{{k}}.ids",
-    params:
-        shards=lambda wc: PLAN.encode_shards(wc.owner),
-        batch=EVAL["batch_size"],
-        gpus=EVAL["gpus"],
     log:
         f"{LOGS}/encode_corpus/{{experiment}}/{{owner}}-{{k}}.log",
     benchmark:
         f"{BENCH}/encode_corpus/{{experiment}}/{{owner}}-{{k}}.tsv"
+    conda:
+        "../envs/train.yaml"
+    container:
+        config["containers"]["train"]
     threads: EVAL["cpus"]
     resources:
         gpu=eval_resources("gpu"),
         mem_mb=lambda wc, attempt: eval_resources("mem_mb", attempt),
         runtime=lambda wc, attempt: eval_resources("runtime", attempt),
-    conda:
-        "../envs/train.yaml"
-    container:
-        config["containers"]["train"]
+    params:
+        shards=lambda wc: PLAN.encode_shards(wc.owner),
+        batch=EVAL["batch_size"],
+        gpus=EVAL["gpus"],
     shell:
-        "python '{input.script}' encode-corpus --model '{input.model}' --corpus '{input.corpus}' --shard {wildcards.k}"
-        " --shards {params.shards} --batch-size {params.batch} --gpus {params.gpus} --threads {threads}"
-        " --out '{output.emb}' --ids '{output.ids}' > {log} 2>&1"
+        "python {input.script:q} encode-corpus --model {input.model:q} --corpus {input.corpus:q} --shard {wildcards.k:q}"
+        " --shards {params.shards:q} --batch-size {params.batch:q} --gpus {params.gpus:q} --threads {threads}"
+        " --out {output.emb:q} --ids {output.ids:q} > {log:q} 2>&1"
 
 
 rule search:
@@ -55,30 +55,30 @@ rule search:
         run=f"{RESULTS}/runs/{{experiment}}/{{eval_dataset}}.trec",
         emb=f"{RESULTS}/index/{{experiment}}/{{eval_dataset}}/queries.npy",
         ids=f"{RESULTS}/index/{{experiment}}/{{eval_dataset}}/queries.ids",
-    params:
-        shards=lambda wc, input: " ".join(f"--shard '{f}' '{f[:-4]}.ids'" for f in input.corpus),
-        depth=EVAL["depth"],
-        factory=shlex.quote(EVAL["index_factory"]),
-        batch=EVAL["batch_size"],
-        gpus=EVAL["gpus"],
     log:
         f"{LOGS}/search/{{experiment}}/{{eval_dataset}}.log",
     benchmark:
         f"{BENCH}/search/{{experiment}}/{{eval_dataset}}.tsv"
+    conda:
+        "../envs/train.yaml"
+    container:
+        config["containers"]["train"]
     threads: EVAL["cpus"]
     resources:
         gpu=eval_resources("gpu"),
         mem_mb=lambda wc, attempt: eval_resources("mem_mb", attempt),
         runtime=lambda wc, attempt: eval_resources("runtime", attempt),
-    conda:
-        "../envs/train.yaml"
-    container:
-        config["containers"]["train"]
+    params:
+        shards=lambda wc, input: cli(shard=[(f, f[: -len(".npy")] + ".ids") for f in input.corpus]),
+        depth=EVAL["depth"],
+        factory=EVAL["index_factory"],
+        batch=EVAL["batch_size"],
+        gpus=EVAL["gpus"],
     shell:
-        "python '{input.script}' search --model '{input.model}' --queries '{input.queries}' {params.shards}"
-        " --depth {params.depth} --index-factory {params.factory} --batch-size {params.batch} --gpus {params.gpus}"
-        " --threads {threads} --tag '{wildcards.experiment}' --queries-out '{output.emb}' '{output.ids}'"
-        " --out '{output.run}' > {log} 2>&1"
+        "python {input.script:q} search --model {input.model:q} --queries {input.queries:q} {params.shards:q}"
+        " --depth {params.depth:q} --index-factory {params.factory:q} --batch-size {params.batch:q}"
+        " --gpus {params.gpus:q} --threads {threads} --tag {wildcards.experiment:q}"
+        " --queries-out {output.emb:q} {output.ids:q} --out {output.run:q} > {log:q} 2>&1"
 
 
 rule bm25_index:
@@ -91,17 +91,17 @@ rule bm25_index:
         f"{LOGS}/bm25_index/{{owner}}.log",
     benchmark:
         f"{BENCH}/bm25_index/{{owner}}.tsv"
-    threads: EVAL["cpus"]
-    resources:
-        mem_mb=lambda wc, attempt: eval_resources("mem_mb", attempt),
-        runtime=lambda wc, attempt: eval_resources("runtime", attempt),
     conda:
         "../envs/eval.yaml"
     container:
         config["containers"]["eval"]
+    threads: EVAL["cpus"]
+    resources:
+        mem_mb=lambda wc, attempt: eval_resources("mem_mb", attempt),
+        runtime=lambda wc, attempt: eval_resources("runtime", attempt),
     shell:
-        "python '{input.script}' bm25-index --corpus '{input.corpus}' --threads {threads} --out '{output}'"
-        " > {log} 2>&1"
+        "python {input.script:q} bm25-index --corpus {input.corpus:q} --threads {threads} --out {output:q}"
+        " > {log:q} 2>&1"
 
 
 rule bm25_search:
@@ -111,47 +111,51 @@ rule bm25_search:
         script=script("evaluate.py"),
     output:
         f"{RESULTS}/runs/bm25/{{eval_dataset}}.trec",
-    params:
-        depth=EVAL["depth"],
     log:
         f"{LOGS}/bm25_search/{{eval_dataset}}.log",
-    threads: EVAL["cpus"]
-    resources:
-        mem_mb=lambda wc, attempt: eval_resources("mem_mb", attempt),
-        runtime=lambda wc, attempt: eval_resources("runtime", attempt),
     conda:
         "../envs/eval.yaml"
     container:
         config["containers"]["eval"]
+    threads: EVAL["cpus"]
+    resources:
+        mem_mb=lambda wc, attempt: eval_resources("mem_mb", attempt),
+        runtime=lambda wc, attempt: eval_resources("runtime", attempt),
+    params:
+        depth=EVAL["depth"],
     shell:
-        "python '{input.script}' bm25-search --index '{input.index}' --queries '{input.queries}'"
-        " --depth {params.depth} --threads {threads} --out '{output}' > {log} 2>&1"
+        "python {input.script:q} bm25-search --index {input.index:q} --queries {input.queries:q}"
+        " --depth {params.depth:q} --threads {threads} --out {output:q} > {log:q} 2>&1"
 
 
 rule metrics:
     input:
         runs=lambda wc: [f"{RESULTS}/runs/{wc.system}/{d}.trec" for d in PLAN.eval_datasets(wc.system)],
-        qrels=lambda wc: [f"{PLAN.data_dir(d)}/qrels-{PLAN.eval_split(d)}.trec" for d in PLAN.eval_datasets(wc.system)],
+        qrels=lambda wc: [
+            f"{PLAN.data_dir(d)}/qrels-{PLAN.eval_split(d)}.trec" for d in PLAN.eval_datasets(wc.system)
+        ],
         script=script("evaluate.py"),
     output:
         f"{RESULTS}/metrics/{{system}}.parquet",
-    params:
-        evals=lambda wc, input: " ".join(
-            f"--eval {d} '{r}' '{q}' {int(PLAN.is_beir(d))}"
-            for d, r, q in zip(PLAN.eval_datasets(wc.system), input.runs, input.qrels)
-        ),
-        spec=lambda wc: shlex.quote(json.dumps({d: PLAN.measures(d) for d in PLAN.eval_datasets(wc.system)})),
     log:
         f"{LOGS}/metrics/{{system}}.log",
-    resources:
-        mem_mb=lambda wc, attempt: 8000 * attempt,
-        runtime=lambda wc, attempt: 60 * attempt,
     conda:
         "../envs/eval.yaml"
     container:
         config["containers"]["eval"]
+    resources:
+        mem_mb=lambda wc, attempt: 8000 * attempt,
+        runtime=lambda wc, attempt: 60 * attempt,
+    params:
+        evals=lambda wc, input: cli(
+            eval=[
+                (d, r, q, int(PLAN.is_beir(d)))
+                for d, r, q in zip(PLAN.eval_datasets(wc.system), input.runs, input.qrels)
+            ]
+        ),
+        spec=lambda wc: json.dumps({d: PLAN.measures(d) for d in PLAN.eval_datasets(wc.system)}),
     shell:
-        "python '{input.script}' metrics {params.evals} --spec {params.spec} --out '{output}' > {log} 2>&1"
+        "python {input.script:q} metrics {params.evals:q} --spec {params.spec:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule results_table:
@@ -161,22 +165,26 @@ rule results_table:
     output:
         table=f"{RESULTS}/metrics/results.tsv",
         significance=f"{RESULTS}/metrics/significance.tsv",
-    params:
-        spec=shlex.quote(json.dumps({
-            "metrics": f"{RESULTS}/metrics", "systems": PLAN.systems(),
-            "datasets": {s: PLAN.eval_datasets(s) for s in PLAN.systems()},
-            "groups": {s: PLAN.eval_groups(s) for s in PLAN.systems()},
-            "baselines": PLAN.baselines(), "alpha": EVAL["significance"],
-        })),
     log:
         f"{LOGS}/results_table.log",
-    resources:
-        mem_mb=lambda wc, attempt: 8000 * attempt,
-        runtime=lambda wc, attempt: 60 * attempt,
     conda:
         "../envs/eval.yaml"
     container:
         config["containers"]["eval"]
+    resources:
+        mem_mb=lambda wc, attempt: 8000 * attempt,
+        runtime=lambda wc, attempt: 60 * attempt,
+    params:
+        spec=json.dumps(
+            {
+                "metrics": f"{RESULTS}/metrics",
+                "systems": PLAN.systems(),
+                "datasets": {s: PLAN.eval_datasets(s) for s in PLAN.systems()},
+                "groups": {s: PLAN.eval_groups(s) for s in PLAN.systems()},
+                "baselines": PLAN.baselines(),
+                "alpha": EVAL["significance"],
+            },
+        ),
     shell:
-        "python '{input.script}' table --spec {params.spec} --out '{output.table}'"
-        " --significance '{output.significance}' > {log} 2>&1"
+        "python {input.script:q} table --spec {params.spec:q} --out {output.table:q}"
+        " --significance {output.significance:q} > {log:q} 2>&1"

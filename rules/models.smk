@@ -1,7 +1,12 @@
 # Models the workflow builds itself: tiny random models for tests and the tiny config, and the real small
 # models exported from registry packages. Config entries point at them as "{results}/models/<name>".
 
-MODEL_BUILDERS = {"tiny-qwen2": "tiny-qwen2", "tiny-bert": "tiny-bert", "smollm2-135m": "smollm2", "minilm": "minilm"}
+MODEL_BUILDERS = {
+    "tiny-qwen2": "tiny-qwen2",
+    "tiny-bert": "tiny-bert",
+    "smollm2-135m": "smollm2",
+    "minilm": "minilm",
+}
 
 
 localrules:
@@ -13,8 +18,6 @@ rule build_model:
         script=script("models.py"),
     output:
         directory(f"{RESULTS}/models/{{model}}"),
-    params:
-        builder=lambda wc: MODEL_BUILDERS[wc.model],
     log:
         f"{LOGS}/build_model/{{model}}.log",
     wildcard_constraints:
@@ -23,5 +26,7 @@ rule build_model:
         "../envs/llm.yaml"
     container:
         config["containers"]["llm"]
+    params:
+        builder=lambda wc: MODEL_BUILDERS[wc.model],
     shell:
-        "python '{input.script}' {params.builder} '{output}' > {log} 2>&1"
+        "python {input.script:q} {params.builder:q} {output:q} > {log:q} 2>&1"

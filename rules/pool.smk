@@ -8,24 +8,23 @@ rule pool:
         script=script("annotate.py"),
     output:
         expand(f"{RESULTS}/pool/{{{{dataset}}}}/shard-{{k}}.parquet", k=range(config["annotation"]["shards"])),
-    params:
-        outs=lambda wc, output: " ".join(f"--out '{o}'" for o in output),
-        opts=lambda wc: (
-            f"--negatives {config['annotation']['negatives']} --window {config['annotation']['window']}"
-            f" --overlap {config['annotation']['overlap']} --order {config['annotation']['order']}"
-            f" --seed {config['seed']}"
-        ),
     log:
         f"{LOGS}/pool/{{dataset}}.log",
     benchmark:
         f"{BENCH}/pool/{{dataset}}.tsv"
-    resources:
-        mem_mb=lambda wc, attempt: 16000 * attempt,
-        runtime=lambda wc, attempt: 120 * attempt,
     conda:
         "../envs/data.yaml"
     container:
         config["containers"]["data"]
+    resources:
+        mem_mb=lambda wc, attempt: 16000 * attempt,
+        runtime=lambda wc, attempt: 120 * attempt,
+    params:
+        outs=lambda wc, output: cli(out=list(output)),
+        opts=cli(
+            **{k: config["annotation"][k] for k in ("negatives", "window", "overlap", "order")},
+            seed=config["seed"],
+        ),
     shell:
-        "python '{input.script}' pool --input '{input.pool}' --corpus '{input.corpus}' {params.outs} {params.opts}"
-        " > {log} 2>&1"
+        "python {input.script:q} pool --input {input.pool:q} --corpus {input.corpus:q} {params.outs:q} {params.opts:q}"
+        " > {log:q} 2>&1"

@@ -13,30 +13,30 @@ rule labels:
         script=script("train.py"),
     output:
         f"{RESULTS}/labels/{{labelset}}.parquet",
-    params:
-        pools=lambda wc, input: " ".join(f"--pool '{f}'" for f in input.pools),
-        opts=lambda wc: (
-            "--kind '{kind}' --subset {subset} --human-positive {human_positive} --human-fraction {human_fraction}"
-            .format(**LABEL_SETS[wc.labelset])
-        ),
-        merged=lambda wc, input: " ".join(f"--merged '{f}'" for f in input.merged),
-        seed=config["seed"],
-    wildcard_constraints:
-        labelset=alternatives(LABEL_SETS),
     log:
         f"{LOGS}/labels/{{labelset}}.log",
     benchmark:
         f"{BENCH}/labels/{{labelset}}.tsv"
-    resources:
-        mem_mb=lambda wc, attempt: 16000 * attempt,
-        runtime=lambda wc, attempt: 60 * attempt,
+    wildcard_constraints:
+        labelset=alternatives(LABEL_SETS),
     conda:
         "../envs/data.yaml"
     container:
         config["containers"]["data"]
+    resources:
+        mem_mb=lambda wc, attempt: 16000 * attempt,
+        runtime=lambda wc, attempt: 60 * attempt,
+    params:
+        opts=lambda wc, input: cli(
+            pool=list(input.pools),
+            merged=list(input.merged),
+            seed=config["seed"],
+            **{
+                k: LABEL_SETS[wc.labelset][k] for k in ("kind", "subset", "human_positive", "human_fraction")
+            },
+        ),
     shell:
-        "python '{input.script}' labels {params.pools} {params.merged} {params.opts} --seed {params.seed}"
-        " --out '{output}' > {log} 2>&1"
+        "python {input.script:q} labels {params.opts:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule replug:
@@ -48,29 +48,29 @@ rule replug:
         script=script("annotate.py"),
     output:
         f"{RESULTS}/annotate/{{annotator}}/replug/shard-{{k}}.jsonl",
+    log:
+        f"{LOGS}/replug/{{annotator}}/shard-{{k}}.log",
+    benchmark:
+        f"{BENCH}/replug/{{annotator}}/shard-{{k}}.tsv"
+    conda:
+        "../envs/llm.yaml"
+    container:
+        config["containers"]["llm"]
+    threads: lambda wc: PLAN.llm(wc.annotator)["cpus"]
+    resources:
+        gpu=lambda wc: llm_resources(wc.annotator, "gpu"),
+        mem_mb=lambda wc, attempt: llm_resources(wc.annotator, "mem_mb", attempt),
+        runtime=lambda wc, attempt: llm_resources(wc.annotator, "runtime", attempt),
     params:
         llm=lambda wc: llm_arg(wc.annotator),
         answer=config["replug"]["answer"],
         words=config["annotation"]["passage_words"],
         batch=config["annotation"]["batch_queries"],
         gpus=lambda wc: PLAN.llm(wc.annotator)["gpus"],
-    log:
-        f"{LOGS}/replug/{{annotator}}/shard-{{k}}.log",
-    benchmark:
-        f"{BENCH}/replug/{{annotator}}/shard-{{k}}.tsv"
-    threads: lambda wc: PLAN.llm(wc.annotator)["cpus"]
-    resources:
-        gpu=lambda wc: llm_resources(wc.annotator, "gpu"),
-        mem_mb=lambda wc, attempt: llm_resources(wc.annotator, "mem_mb", attempt),
-        runtime=lambda wc, attempt: llm_resources(wc.annotator, "runtime", attempt),
-    conda:
-        "../envs/llm.yaml"
-    container:
-        config["containers"]["llm"]
     shell:
-        "python '{input.script}' replug --pool '{input.pool}' --answers '{input.answers}' --prompt '{input.prompt}'"
-        " --llm {params.llm} --answer {params.answer} --passage-words {params.words} --gpus {params.gpus}"
-        " --threads {threads} --batch-queries {params.batch} --out '{output}' > {log} 2>&1"
+        "python {input.script:q} replug --pool {input.pool:q} --answers {input.answers:q} --prompt {input.prompt:q}"
+        " --llm {params.llm:q} --answer {params.answer:q} --passage-words {params.words:q} --gpus {params.gpus:q}"
+        " --threads {threads} --batch-queries {params.batch:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule merge_replug:
@@ -81,22 +81,21 @@ rule merge_replug:
     output:
         table=f"{RESULTS}/annotate/{{annotator}}/replug/merged.parquet",
         stats=f"{RESULTS}/annotate/{{annotator}}/replug/stats.json",
-    params:
-        shards=lambda wc, input: " ".join(f"--shard '{f}'" for f in input.shards),
-        pools=lambda wc, input: " ".join(f"--pool '{f}'" for f in input.pools),
-        length=config["replug"]["length"],
     log:
         f"{LOGS}/merge_replug/{{annotator}}.log",
-    resources:
-        mem_mb=lambda wc, attempt: 16000 * attempt,
-        runtime=lambda wc, attempt: 60 * attempt,
     conda:
         "../envs/data.yaml"
     container:
         config["containers"]["data"]
+    resources:
+        mem_mb=lambda wc, attempt: 16000 * attempt,
+        runtime=lambda wc, attempt: 60 * attempt,
+    params:
+        inputs=lambda wc, input: cli(shard=list(input.shards), pool=list(input.pools)),
+        length=config["replug"]["length"],
     shell:
-        "python '{input.script}' replug-merge {params.shards} {params.pools} --length {params.length}"
-        " --out '{output.table}' --stats '{output.stats}' > {log} 2>&1"
+        "python {input.script:q} replug-merge {params.inputs:q} --length {params.length:q}"
+        " --out {output.table:q} --stats {output.stats:q} > {log:q} 2>&1"
 
 
 rule train:
@@ -107,28 +106,28 @@ rule train:
         script=script("train.py"),
     output:
         directory(f"{RESULTS}/retrievers/{{name}}"),
-    params:
-        init=lambda wc: TRAININGS[wc.name]["init"],
-        pools=lambda wc, input: " ".join(f"--pool '{f}'" for f in input.pools),
-        settings=lambda wc: shlex.quote(json.dumps(TRAININGS[wc.name]["settings"], sort_keys=True)),
-        checkpoints=lambda wc: f"{RESULTS}/train/{wc.name}/checkpoint",
-        nproc=max(1, config["training"]["gpus"]),
-    wildcard_constraints:
-        name=alternatives(TRAININGS),
     log:
         f"{LOGS}/train/{{name}}.log",
     benchmark:
         f"{BENCH}/train/{{name}}.tsv"
+    wildcard_constraints:
+        name=alternatives(TRAININGS),
+    conda:
+        "../envs/train.yaml"
+    container:
+        config["containers"]["train"]
     threads: config["training"]["cpus"]
     resources:
         gpu=config["training"]["gpus"],
         mem_mb=lambda wc, attempt: config["training"]["mem_mb"] * attempt,
         runtime=lambda wc, attempt: config["training"]["runtime"] * attempt,
-    conda:
-        "../envs/train.yaml"
-    container:
-        config["containers"]["train"]
+    params:
+        init=lambda wc: TRAININGS[wc.name]["init"],
+        pools=lambda wc, input: cli(pool=list(input.pools)),
+        settings=lambda wc: json.dumps(TRAININGS[wc.name]["settings"], sort_keys=True),
+        checkpoints=lambda wc: f"{RESULTS}/train/{wc.name}/checkpoint",
+        nproc=max(1, config["training"]["gpus"]),
     shell:
-        "python '{input.script}' train --init '{params.init}' --labels '{input.labels}' {params.pools}"
-        " --settings {params.settings} --checkpoint-dir '{params.checkpoints}' --processes {params.nproc}"
-        " --threads {threads} --out '{output}' > {log} 2>&1"
+        "python {input.script:q} train --init {params.init:q} --labels {input.labels:q} {params.pools:q}"
+        " --settings {params.settings:q} --checkpoint-dir {params.checkpoints:q} --processes {params.nproc:q}"
+        " --threads {threads} --out {output:q} > {log:q} 2>&1"

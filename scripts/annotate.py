@@ -10,18 +10,13 @@ python scripts/annotate.py replug-merge --shard ... --pool ... --length sum --ou
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
-
-try:
-    import utilanno  # noqa: F401
-except ImportError:  # running from a checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import click
 import polars as pl
 
-from utilanno import annotate, engines, logs, pools, prompts, replug
+from utilanno import logs
+from utilanno.annotate import STEPS, engines, pools, prompts, replug
+from utilanno.annotate import steps as annotate
 from utilanno.atomic import atomic_text
 from utilanno.errors import InputFormatError
 
@@ -60,7 +55,7 @@ def pool_cmd(pool_input, corpus, outs, negatives, window, overlap, order, seed):
 
 
 @cli.command("step")
-@click.argument("step", type=click.Choice(annotate.STEPS))
+@click.argument("step", type=click.Choice(STEPS))
 @click.option("--pool", "pool_file", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--prompt", "prompt_file", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--llm", "llm_json", required=True, help="The llms.<name> config entry as JSON.")
@@ -117,7 +112,7 @@ def step_cmd(
 
 
 @cli.command("merge")
-@click.argument("step", type=click.Choice(annotate.STEPS))
+@click.argument("step", type=click.Choice(STEPS))
 @click.option("--shard", "shards", required=True, multiple=True, type=click.Path(exists=True, dir_okay=False))
 @click.option(
     "--pool", "pool_files", required=True, multiple=True, type=click.Path(exists=True, dir_okay=False)

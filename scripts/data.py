@@ -9,18 +9,13 @@ python scripts/data.py tiny-world --out DIR [--seed N ...]
 from __future__ import annotations
 
 import functools
-import sys
-from pathlib import Path
-
-try:
-    import utilanno  # noqa: F401
-except ImportError:  # running from a checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import click
 
-from utilanno import convert, download, logs, tinyworld
+from utilanno import logs
+from utilanno.data import convert, download, gold_answers, train_pool
 from utilanno.errors import InputFormatError
+from utilanno.testing import tinyworld
 
 log = logs.setup("data")
 
@@ -110,13 +105,13 @@ def qrels_cmd(raw, member, fmt, out):
 
 @cli.command("answers")
 @with_raw
-@click.option("--format", "fmt", required=True, type=click.Choice(sorted(convert.ANSWER_FORMATS)))
+@click.option("--format", "fmt", required=True, type=click.Choice(sorted(gold_answers.ANSWER_FORMATS)))
 @click.option("--queries", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", required=True, type=click.Path(dir_okay=False))
 @_fail_cleanly
 def answers_cmd(raw, member, fmt, queries, out):
     """Gold answers for a split's queries -> answers-{split}.parquet (qid, answers)."""
-    convert.convert_answers(raw, member, fmt, queries, out)
+    gold_answers.convert_answers(raw, member, fmt, queries, out)
 
 
 @cli.command("pool")
@@ -126,7 +121,7 @@ def answers_cmd(raw, member, fmt, queries, out):
 @_fail_cleanly
 def pool_cmd(raw, member, fmt, out):
     """Tevatron training file -> train-pool.parquet (qid, query, positives, negatives)."""
-    convert.convert_pool(raw, member, fmt, out)
+    train_pool.convert_pool(raw, member, fmt, out)
 
 
 @cli.command("tiny-world")

@@ -12,13 +12,6 @@ python scripts/evaluate.py table --spec JSON --out results.tsv --significance si
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
-
-try:
-    import utilanno  # noqa: F401
-except ImportError:  # running from a checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import click
 
@@ -51,7 +44,7 @@ def _fail(err: Exception):
 @click.option("--ids", "ids_out", required=True, type=click.Path(dir_okay=False))
 def encode_corpus_cmd(model, corpus, shard, shards, batch_size, gpus, threads, out, ids_out):
     """Encode one corpus shard (float16 .npy + ids)."""
-    from utilanno import index
+    from utilanno.evaluate import dense as index
 
     _threads(threads)
     try:
@@ -80,7 +73,8 @@ def search_cmd(
     model, queries, shards, depth, index_factory, batch_size, gpus, threads, tag, queries_out, out
 ):
     """Encode the queries, then top-depth passages per query over all corpus shards -> TREC run."""
-    from utilanno import index, runs
+    from utilanno.evaluate import dense as index
+    from utilanno.evaluate import runfiles as runs
 
     _threads(threads)
     try:
@@ -105,7 +99,7 @@ def _threads(n):
 @click.option("--out", required=True, type=click.Path(file_okay=False))
 def bm25_index_cmd(corpus, threads, out):
     """Lucene index of a corpus (Anserini, English analyzer)."""
-    from utilanno import bm25
+    from utilanno.evaluate import bm25
 
     try:
         bm25.index(corpus, out, threads)
@@ -121,7 +115,8 @@ def bm25_index_cmd(corpus, threads, out):
 @click.option("--out", required=True, type=click.Path(dir_okay=False))
 def bm25_search_cmd(index_dir, queries, depth, threads, out):
     """BM25 (k1 0.9, b 0.4) run of the queries."""
-    from utilanno import bm25, runs
+    from utilanno.evaluate import bm25
+    from utilanno.evaluate import runfiles as runs
 
     try:
         table = bm25.search(index_dir, queries, depth, threads=threads)
@@ -139,7 +134,9 @@ def metrics_cmd(evals, spec_json, out):
     run scores 0). BEIR runs drop hits whose docid is the query id, as BEIR's evaluator does."""
     import polars as pl
 
-    from utilanno import convert, metrics, runs
+    from utilanno.data import convert
+    from utilanno.evaluate import metrics
+    from utilanno.evaluate import runfiles as runs
 
     measures = json.loads(spec_json)
     frames = []
@@ -168,7 +165,7 @@ def metrics_cmd(evals, spec_json, out):
 @click.option("--significance", "sig_out", required=True, type=click.Path(dir_okay=False))
 def table_cmd(spec_json, out, sig_out):
     """The long results table (system, dataset, measure, value, n_queries) and the paired t-tests."""
-    from utilanno import results
+    from utilanno.evaluate import results_table as results
 
     spec = json.loads(spec_json)
     try:

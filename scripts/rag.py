@@ -10,13 +10,7 @@ python scripts/rag.py score --dataset NAME METRICS QUERIES ANSWERS QRELS --shard
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-
-try:
-    import utilanno  # noqa: F401
-except ImportError:  # running from a checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import click
 
@@ -66,7 +60,8 @@ def generate_cmd(
     out,
 ):
     """Answer one shard of a dataset's answerable queries, greedily (resumable)."""
-    from utilanno import prompts, rag
+    from utilanno.annotate import prompts
+    from utilanno.rag import generate as rag
 
     try:
         prompt = prompts.load(prompt_file)
@@ -111,7 +106,7 @@ def generate_cmd(
 @click.option("--out", required=True, type=click.Path(dir_okay=False))
 def score_cmd(datasets, shards, bertscore_model, bertscore_layer, threads, answers_out, out):
     """Merge one system's answer shards and score them (per query; BLEU per corpus)."""
-    from utilanno import rag
+    from utilanno.rag import generate as rag
 
     spec = {}
     for name, kind, queries, answers, qrels in datasets:
@@ -124,7 +119,7 @@ def score_cmd(datasets, shards, bertscore_model, bertscore_layer, threads, answe
         raise click.UsageError(f"shard files of no --dataset: {sorted(stray)}")
     scorer = None
     if bertscore_model:
-        from utilanno.bertscore import BertScorer
+        from utilanno.rag.bertscore import BertScorer
 
         if threads:
             import torch

@@ -14,17 +14,13 @@ import os
 import sys
 from pathlib import Path
 
-try:
-    import utilanno  # noqa: F401
-except ImportError:  # running from a checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
 import click
 import polars as pl
 
-from utilanno import labels, logs
+from utilanno import logs
 from utilanno.atomic import atomic_path
 from utilanno.errors import InputFormatError
+from utilanno.train import labels
 
 log = logs.setup("train")
 
@@ -117,7 +113,7 @@ def train_cmd(init_model, labels_file, pool_files, settings_json, checkpoint_dir
         _torchrun(nproc)
     import torch
 
-    from utilanno import train
+    from utilanno.train import trainer as train
 
     if threads:
         torch.set_num_threads(threads)

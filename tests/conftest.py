@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -48,6 +49,18 @@ def job_counts(output: str) -> dict[str, int]:
         if len(parts) != 2 or parts[0] == "total":
             break
         counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def step_job_counts(output: str) -> dict[str, int]:
+    """Jobs of a dry run per rule, and per `rule:step` for rules with a {step} wildcard (one rule runs
+    every annotation step)."""
+    counts: dict[str, int] = {}
+    for block in re.split(r"^(?:local)?rule (?=\S+:$)", output, flags=re.M)[1:]:
+        rule = block.split(":", 1)[0]
+        step = re.search(r"^\s+wildcards:.*\bstep=([^,\s]+)", block, flags=re.M)
+        key = f"{rule}:{step.group(1)}" if step else rule
+        counts[key] = counts.get(key, 0) + 1
     return counts
 
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from utilanno import annotate, prompts
-from utilanno.engines import Engine, Generation, Sampling, guide_pattern
-from utilanno.pools import POOL_PASSAGE
+from utilanno.annotate import STEPS, prompts
+from utilanno.annotate import steps as annotate
+from utilanno.annotate.engines import Engine, Generation, Sampling, guide_pattern
+from utilanno.annotate.pools import POOL_PASSAGE
 
 PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
 WORDS = 300
@@ -19,7 +20,7 @@ WORDS = 300
 
 @pytest.fixture(scope="module")
 def prompt():
-    return {name: prompts.load(PROMPTS / f"{name}.yaml") for name in annotate.STEPS}
+    return {name: prompts.load(PROMPTS / f"{name}.yaml") for name in STEPS}
 
 
 def _last_user(conv: list[dict]) -> str:
@@ -68,15 +69,30 @@ def make_pools(n_queries=5, n_passages=5, windows=((0, 1, 2), (2, 3, 4))) -> pl.
     for i in range(n_queries):
         qid = f"q{i}"
         docs = [f"{qid}_d{j}" for j in range(n_passages)]
-        rows.append({
-            "qid": qid, "query": f"query {i}?", "positive": docs[0], "positives": [docs[0], f"{qid}_extra"],
-            "windows": [list(w) for w in windows],
-            "passages": [{"docid": d, "title": f"Title {d}" if j % 2 else "", "text": f"text of {d} {{x}}"}
-                         for j, d in enumerate(docs)],
-        })
-    return pl.DataFrame(rows, schema={"qid": pl.String, "query": pl.String, "positive": pl.String,
-                                      "positives": pl.List(pl.String), "windows": pl.List(pl.List(pl.Int32)),
-                                      "passages": pl.List(POOL_PASSAGE)})
+        rows.append(
+            {
+                "qid": qid,
+                "query": f"query {i}?",
+                "positive": docs[0],
+                "positives": [docs[0], f"{qid}_extra"],
+                "windows": [list(w) for w in windows],
+                "passages": [
+                    {"docid": d, "title": f"Title {d}" if j % 2 else "", "text": f"text of {d} {{x}}"}
+                    for j, d in enumerate(docs)
+                ],
+            }
+        )
+    return pl.DataFrame(
+        rows,
+        schema={
+            "qid": pl.String,
+            "query": pl.String,
+            "positive": pl.String,
+            "positives": pl.List(pl.String),
+            "windows": pl.List(pl.List(pl.Int32)),
+            "passages": pl.List(POOL_PASSAGE),
+        },
+    )
 
 
 def text_of(docid: str) -> str:
@@ -85,8 +101,9 @@ def text_of(docid: str) -> str:
 
 
 def _run(tasks, engine, out, sampling=None, batch=2, step="relsel", guide_kind="selection"):
-    return annotate.run_shard(step, tasks, engine, "fake-llm", sampling or Sampling(), guide_kind, out,
-                              batch_queries=batch)
+    return annotate.run_shard(
+        step, tasks, engine, "fake-llm", sampling or Sampling(), guide_kind, out, batch_queries=batch
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -99,10 +116,12 @@ def test_relsel_tasks(prompt):
     assert [t.qid for t in tasks] == [f"q{i}" for i in range(5)]
     t = tasks[0]
     assert t.docids == [["q0_d0", "q0_d1", "q0_d2"], ["q0_d2", "q0_d3", "q0_d4"]]
-    assert t.conversations[0] == prompt["relsel"].render("query 0?", [text_of(d) for d in t.docids[0]],
-                                                         passage_words=WORDS)
-    assert t.conversations[1] == prompt["relsel"].render("query 0?", [text_of(d) for d in t.docids[1]],
-                                                         passage_words=WORDS)
+    assert t.conversations[0] == prompt["relsel"].render(
+        "query 0?", [text_of(d) for d in t.docids[0]], passage_words=WORDS
+    )
+    assert t.conversations[1] == prompt["relsel"].render(
+        "query 0?", [text_of(d) for d in t.docids[1]], passage_words=WORDS
+    )
     assert "[1] text of q0_d0 {x}" in [m["content"] for m in t.conversations[0]]
     assert "[2] Title q0_d1 text of q0_d1 {x}" in [m["content"] for m in t.conversations[0]]
     assert t.guides("selection") == [guide_pattern("selection", 3)] * 2
@@ -152,10 +171,13 @@ def test_pseudo_answer_tasks(prompt):
     assert tasks[1].conversations == []
     assert tasks[1].finish([]) == {"docids": [], "status": "no_passages", "raw": None, "answer": None}
     rec = tasks[0].finish([Generation("<think>x</think> the answer ", 5, 3)])
-    assert rec == {"docids": ["q0_d1", "q0_d3"],
-                   "prompt_hash": prompts.messages_hash(tasks[0].conversations[0]),
-                   "raw": "<think>x</think> the answer ", "status": "parsed",
-                   "answer": "the answer"}
+    assert rec == {
+        "docids": ["q0_d1", "q0_d3"],
+        "prompt_hash": prompts.messages_hash(tasks[0].conversations[0]),
+        "raw": "<think>x</think> the answer ",
+        "status": "parsed",
+        "answer": "the answer",
+    }
     assert tasks[2].finish([Generation("<think>never closed", 5, 3)])["status"] == "empty"
 
 
@@ -173,8 +195,11 @@ def test_tasks_need_a_relsel_record(prompt):
 @pytest.mark.parametrize("kind", ["utilsel", "utilrank"])
 def test_utility_tasks(prompt, kind):
     pools = make_pools(3)
-    relsel = {"q0": {"selected": ["q0_d0", "q0_d2", "q0_d4"]}, "q1": {"selected": []},
-              "q2": {"selected": ["q2_d3"]}}
+    relsel = {
+        "q0": {"selected": ["q0_d0", "q0_d2", "q0_d4"]},
+        "q1": {"selected": []},
+        "q2": {"selected": ["q2_d3"]},
+    }
     answers = {"q0": {"answer": "ans zero"}, "q1": {"answer": None}, "q2": {"answer": None}}
     tasks = annotate.utility_tasks(pools, prompt[kind], 2, relsel, answers)
     texts = [" ".join(text_of(d).split()[:2]) for d in relsel["q0"]["selected"]]
@@ -340,8 +365,15 @@ def test_resume_after_a_kill_before_publishing(relsel_tasks, reference, tmp_path
 def test_partial_from_other_settings_is_discarded(prompt, relsel_tasks, reference, tmp_path, change):
     out = tmp_path / "relsel.jsonl"
     partial = _killed_run(relsel_tasks, out, fail_on_call=3)
-    kwargs = {"step": "relsel", "tasks": relsel_tasks, "engine_id": "fake-llm", "sampling": Sampling(),
-              "guide_kind": "selection", "out": out, "batch_queries": 2}
+    kwargs = {
+        "step": "relsel",
+        "tasks": relsel_tasks,
+        "engine_id": "fake-llm",
+        "sampling": Sampling(),
+        "guide_kind": "selection",
+        "out": out,
+        "batch_queries": 2,
+    }
     if change == "sampling":
         kwargs["sampling"] = Sampling(temperature=0.6, top_p=0.95, top_k=20, seed=1)
     elif change == "batch":
@@ -377,18 +409,30 @@ def _pool_file(path: Path, positives: dict[str, str]) -> Path:
 
 
 def _sel(qid, selected, status="parsed", docids=None, pt=10, ct=3):
-    return {"qid": qid, "step": "utilsel", "docids": docids if docids is not None else selected,
-            "prompt_hash": "h", "raw": "r" if status != "no_passages" else None, "status": status,
-            "ids": list(range(len(selected))), "selected": selected, "prompt_tokens": pt,
-            "completion_tokens": ct}
+    return {
+        "qid": qid,
+        "step": "utilsel",
+        "docids": docids if docids is not None else selected,
+        "prompt_hash": "h",
+        "raw": "r" if status != "no_passages" else None,
+        "status": status,
+        "ids": list(range(len(selected))),
+        "selected": selected,
+        "prompt_tokens": pt,
+        "completion_tokens": ct,
+    }
 
 
 def test_merge_utilsel_statistics(tmp_path):
     s0 = _write_jsonl(tmp_path / "s0.jsonl", [_sel("q1", ["p1", "n1"]), _sel("q2", ["n2"], pt=7)])
-    s1 = _write_jsonl(tmp_path / "s1.jsonl", [_sel("q3", [], status="no_passages", pt=0, ct=0),
-                                              _sel("q4", ["p4", "n4", "m4"], status="parsed")])
-    pools = [_pool_file(tmp_path / "p0.parquet", {"q1": "p1", "q2": "p2"}),
-             _pool_file(tmp_path / "p1.parquet", {"q3": "p3", "q4": "p4"})]
+    s1 = _write_jsonl(
+        tmp_path / "s1.jsonl",
+        [_sel("q3", [], status="no_passages", pt=0, ct=0), _sel("q4", ["p4", "n4", "m4"], status="parsed")],
+    )
+    pools = [
+        _pool_file(tmp_path / "p0.parquet", {"q1": "p1", "q2": "p2"}),
+        _pool_file(tmp_path / "p1.parquet", {"q3": "p3", "q4": "p4"}),
+    ]
     out = tmp_path / "merged" / "utilsel.parquet"
     stats = annotate.merge("utilsel", [s0, s1], pools, out, topk=[10])
     # 6 selected, 2 hits (q1, q4), 4 queries
@@ -407,13 +451,22 @@ def test_merge_utilsel_statistics(tmp_path):
 
 def test_merge_relsel_counts_window_statuses(tmp_path):
     def rec(qid, selected, statuses):
-        return {"qid": qid, "step": "relsel", "selected": selected, "prompt_tokens": 1,
-                "completion_tokens": 1,
-                "windows": [{"docids": ["a"], "prompt_hash": "h", "raw": f"raw {s}", "status": s, "ids": []}
-                            for s in statuses]}
+        return {
+            "qid": qid,
+            "step": "relsel",
+            "selected": selected,
+            "prompt_tokens": 1,
+            "completion_tokens": 1,
+            "windows": [
+                {"docids": ["a"], "prompt_hash": "h", "raw": f"raw {s}", "status": s, "ids": []}
+                for s in statuses
+            ],
+        }
 
-    shard = _write_jsonl(tmp_path / "r.jsonl", [rec("q2", ["n2", "p2"], ["parsed", "parsed"]),
-                                                rec("q1", [], ["empty", "unparseable"])])
+    shard = _write_jsonl(
+        tmp_path / "r.jsonl",
+        [rec("q2", ["n2", "p2"], ["parsed", "parsed"]), rec("q1", [], ["empty", "unparseable"])],
+    )
     pools = [_pool_file(tmp_path / "p.parquet", {"q1": "p1", "q2": "p2"})]
     out = tmp_path / "relsel.parquet"
     stats = annotate.merge("relsel", [shard], pools, out, topk=[])
@@ -429,13 +482,23 @@ def test_merge_relsel_counts_window_statuses(tmp_path):
 def test_merge_utilrank_topk(tmp_path):
     def rec(qid, ranking, n_docs, status="parsed"):
         docids = list(dict.fromkeys([*ranking, *[f"{qid}_x{i}" for i in range(n_docs)]]))[:n_docs]
-        return {"qid": qid, "step": "utilrank", "docids": docids, "prompt_hash": "h", "raw": "r",
-                "status": status, "ids": [], "ranking": ranking, "prompt_tokens": 1, "completion_tokens": 1}
+        return {
+            "qid": qid,
+            "step": "utilrank",
+            "docids": docids,
+            "prompt_hash": "h",
+            "raw": "r",
+            "status": status,
+            "ids": [],
+            "ranking": ranking,
+            "prompt_tokens": 1,
+            "completion_tokens": 1,
+        }
 
     records = [
-        rec("q1", ["p1", "a", "b"], 10),          # 10%: 1 -> [p1] hit; 30%: 3 -> hit
-        rec("q2", ["a", "p2", "b", "c"], 20),     # 10%: 2 -> [a, p2] hit; 30%: 6 -> 4 given, hit
-        rec("q3", ["a", "b", "c", "p3"], 6),      # 10%: 0 -> 1: [a]; 30%: 1 -> [a]; 50%: 3 -> miss
+        rec("q1", ["p1", "a", "b"], 10),  # 10%: 1 -> [p1] hit; 30%: 3 -> hit
+        rec("q2", ["a", "p2", "b", "c"], 20),  # 10%: 2 -> [a, p2] hit; 30%: 6 -> 4 given, hit
+        rec("q3", ["a", "b", "c", "p3"], 6),  # 10%: 0 -> 1: [a]; 30%: 1 -> [a]; 50%: 3 -> miss
         rec("q4", [], 4, status="unparseable"),  # nothing ranked
     ]
     shard = _write_jsonl(tmp_path / "u.jsonl", records)
@@ -452,12 +515,38 @@ def test_merge_utilrank_topk(tmp_path):
 
 def test_merge_pseudo_answer(tmp_path):
     records = [
-        {"qid": "q1", "step": "pseudo_answer", "docids": ["a"], "prompt_hash": "h", "raw": "x",
-         "status": "parsed", "answer": "one two three", "prompt_tokens": 4, "completion_tokens": 2},
-        {"qid": "q2", "step": "pseudo_answer", "docids": [], "status": "no_passages", "raw": None,
-         "answer": None, "prompt_tokens": 0, "completion_tokens": 0},
-        {"qid": "q3", "step": "pseudo_answer", "docids": ["b"], "prompt_hash": "h", "raw": "y",
-         "status": "parsed", "answer": "four", "prompt_tokens": 4, "completion_tokens": 2},
+        {
+            "qid": "q1",
+            "step": "pseudo_answer",
+            "docids": ["a"],
+            "prompt_hash": "h",
+            "raw": "x",
+            "status": "parsed",
+            "answer": "one two three",
+            "prompt_tokens": 4,
+            "completion_tokens": 2,
+        },
+        {
+            "qid": "q2",
+            "step": "pseudo_answer",
+            "docids": [],
+            "status": "no_passages",
+            "raw": None,
+            "answer": None,
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+        },
+        {
+            "qid": "q3",
+            "step": "pseudo_answer",
+            "docids": ["b"],
+            "prompt_hash": "h",
+            "raw": "y",
+            "status": "parsed",
+            "answer": "four",
+            "prompt_tokens": 4,
+            "completion_tokens": 2,
+        },
     ]
     shard = _write_jsonl(tmp_path / "a.jsonl", records)
     pools = [_pool_file(tmp_path / "p.parquet", {"q1": "a", "q2": "b", "q3": "c"})]
@@ -486,8 +575,9 @@ def test_merge_benchmarks(tmp_path):
     b0.write_text(BENCH_HEADER + "10.5000\t0:00:10\t512.3\t900.1\t500.0\t501.0\t1.0\t2.0\t95.0\t10.2\n")
     b1 = tmp_path / "b1.tsv"
     b1.write_text(BENCH_HEADER + "20.2500\t0:00:20\t-\t-\t-\t-\t-\t-\t-\t-\n")
-    stats = annotate.merge("utilsel", [shard], pools, tmp_path / "m.parquet", topk=[10], benchmarks=[b0, b1],
-                           gpus=2)
+    stats = annotate.merge(
+        "utilsel", [shard], pools, tmp_path / "m.parquet", topk=[10], benchmarks=[b0, b1], gpus=2
+    )
     assert stats["wall_seconds"] == 30.75
     assert stats["gpu_seconds"] == 61.5
     stats = annotate.merge("utilsel", [shard], pools, tmp_path / "m.parquet", topk=[10], benchmarks=[b0])
@@ -510,23 +600,38 @@ def test_steps_end_to_end(prompt, tmp_path):
         return default_reply(conv)
 
     engine = FakeEngine(reply)
-    out = {s: tmp_path / f"{s}.jsonl" for s in annotate.STEPS}
+    out = {s: tmp_path / f"{s}.jsonl" for s in STEPS}
     _run(annotate.relsel_tasks(pools, prompt["relsel"], WORDS), engine, out["relsel"])
     relsel = annotate.read_records(out["relsel"])
     assert relsel["q2"]["selected"] == []
-    _run(annotate.pseudo_answer_tasks(pools, prompt["pseudo_answer"], WORDS, relsel), engine,
-         out["pseudo_answer"], step="pseudo_answer", guide_kind=None)
+    _run(
+        annotate.pseudo_answer_tasks(pools, prompt["pseudo_answer"], WORDS, relsel),
+        engine,
+        out["pseudo_answer"],
+        step="pseudo_answer",
+        guide_kind=None,
+    )
     answers = annotate.read_records(out["pseudo_answer"])
     assert answers["q2"]["status"] == "no_passages" and answers["q0"]["answer"] == "the answer"
-    _run(annotate.utility_tasks(pools, prompt["utilsel"], WORDS, relsel, answers), engine, out["utilsel"],
-         step="utilsel")
-    _run(annotate.utility_tasks(pools, prompt["utilrank"], WORDS, relsel, answers), engine, out["utilrank"],
-         step="utilrank", guide_kind="ranking")
+    _run(
+        annotate.utility_tasks(pools, prompt["utilsel"], WORDS, relsel, answers),
+        engine,
+        out["utilsel"],
+        step="utilsel",
+    )
+    _run(
+        annotate.utility_tasks(pools, prompt["utilrank"], WORDS, relsel, answers),
+        engine,
+        out["utilrank"],
+        step="utilrank",
+        guide_kind="ranking",
+    )
     # the last batch holds q2 (nothing to rank, no conversation) and q3
     assert engine.guides[-2:] == [[guide_pattern("ranking", 3)] * 2, [guide_pattern("ranking", 3)]]
 
-    stats = {s: annotate.merge(s, [out[s]], [pool_file], tmp_path / f"{s}.parquet", topk=[10, 50])
-             for s in annotate.STEPS}
+    stats = {
+        s: annotate.merge(s, [out[s]], [pool_file], tmp_path / f"{s}.parquet", topk=[10, 50]) for s in STEPS
+    }
     # RelSel picks d0, d1, d3 (d0 is the human positive) for 3 of 4 queries
     assert stats["relsel"]["recall"] == 0.75 and stats["relsel"]["precision"] == round(3 / 9, 4)
     # UtilSel picks [1],[2] of (d0, d1, d3) -> d0, d1

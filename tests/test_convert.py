@@ -12,8 +12,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from utilanno import convert, lines
-from utilanno.convert import Counts
+from utilanno.data import convert, gold_answers, train_pool
+from utilanno.data import lineblocks as lines
+from utilanno.data.convert import Counts
 from utilanno.errors import InputFormatError
 
 # ---------------------------------------------------------------------------------------------------------
@@ -753,7 +754,7 @@ def test_pool_happy_path_keeps_order_of_negatives(tmp_path):
         ),
     )
     out = tmp_path / "train-pool.parquet"
-    counts = convert.convert_pool(src, None, "tevatron", out)
+    counts = train_pool.convert_pool(src, None, "tevatron", out)
     assert counts == Counts(lines_in=3, rows_out=3, notes=["4 positives, 7 negatives"])
     table = pl.read_parquet(out)
     assert table.columns == ["qid", "query", "positives", "negatives"]
@@ -773,7 +774,7 @@ def test_pool_negative_that_is_a_positive_is_removed(tmp_path):
             tev("2", "q two", ["d5", "d6"], ["d6", "d7", "d5", "d1"]),
         ),
     )
-    counts = convert.convert_pool(src, None, "tevatron", tmp_path / "p.parquet")
+    counts = train_pool.convert_pool(src, None, "tevatron", tmp_path / "p.parquet")
     assert counts.rows_out == 2
     assert counts.notes == [
         "3 negatives that were also positives of their query removed",
@@ -790,7 +791,7 @@ def test_pool_repeated_negatives_are_removed_and_counted(tmp_path):
         tmp_path / "train.jsonl",
         jsonl(tev("1", "q", ["a"], ["c", "b", "c", "a", "d", "b"]), tev("2", "r", ["x"], ["y"])),
     )
-    counts = convert.convert_pool(src, None, "tevatron", tmp_path / "p.parquet")
+    counts = train_pool.convert_pool(src, None, "tevatron", tmp_path / "p.parquet")
     assert counts.notes == [
         "2 repeated negatives removed",
         "1 negatives that were also positives of their query removed",
@@ -801,7 +802,7 @@ def test_pool_repeated_negatives_are_removed_and_counted(tmp_path):
 
 def test_pool_repeated_positives_are_reported(tmp_path):
     src = write(tmp_path / "train.jsonl", jsonl(tev("1", "q", ["a", "b", "a"], ["c"])))
-    counts = convert.convert_pool(src, None, "tevatron", tmp_path / "p.parquet")
+    counts = train_pool.convert_pool(src, None, "tevatron", tmp_path / "p.parquet")
     assert rows(tmp_path / "p.parquet") == [("1", "q", ["a", "b"], ["c"])]
     assert any("removed" in note for note in counts.notes), counts.notes
 
@@ -812,13 +813,13 @@ def test_pool_field_of_wrong_type(tmp_path, field, value):
         tmp_path / "t.jsonl",
         jsonl(tev("1", "a", ["x"], []), dict(tev("2", "b", ["x"], []), **{field: value})),
     )
-    err = fail(convert.convert_pool, src, None, "tevatron", tmp_path / "p.parquet")
+    err = fail(train_pool.convert_pool, src, None, "tevatron", tmp_path / "p.parquet")
     assert err.line == 2
 
 
 def test_pool_in_gz(tmp_path):
     src = write(tmp_path / "train.jsonl.gz", gzip.compress(jsonl(tev("1", "q", ["a"], ["c", "b"])).encode()))
-    convert.convert_pool(src, None, "tevatron", tmp_path / "p.parquet")
+    train_pool.convert_pool(src, None, "tevatron", tmp_path / "p.parquet")
     assert rows(tmp_path / "p.parquet") == [("1", "q", ["a"], ["c", "b"])]
 
 
@@ -835,14 +836,14 @@ def test_pool_missing_field(tmp_path, field, reason):
     bad = tev("3", "c", ["z"], ["y"])
     del bad[field]
     src = write(tmp_path / "t.jsonl", jsonl(tev("1", "a", ["x"], ["y"]), tev("2", "b", ["x"], []), bad))
-    err = fail(convert.convert_pool, src, None, "tevatron", tmp_path / "p.parquet")
+    err = fail(train_pool.convert_pool, src, None, "tevatron", tmp_path / "p.parquet")
     assert err.line == 3
     assert reason in str(err)
 
 
 def test_pool_no_positive(tmp_path):
     src = write(tmp_path / "t.jsonl", jsonl(tev("1", "a", ["x"], ["y"]), tev("2", "b", [], ["y"])))
-    err = fail(convert.convert_pool, src, None, "tevatron", tmp_path / "p.parquet")
+    err = fail(train_pool.convert_pool, src, None, "tevatron", tmp_path / "p.parquet")
     assert err.line == 2
     assert "query has no positive passage" in str(err)
 
@@ -851,43 +852,43 @@ def test_pool_passage_without_docid(tmp_path):
     bad = tev("2", "b", ["x"], ["y"])
     bad["negative_passages"].append({"title": "t", "text": "no id"})
     src = write(tmp_path / "t.jsonl", jsonl(tev("1", "a", ["x"], ["y"]), bad))
-    err = fail(convert.convert_pool, src, None, "tevatron", tmp_path / "p.parquet")
+    err = fail(train_pool.convert_pool, src, None, "tevatron", tmp_path / "p.parquet")
     assert err.line == 2
     assert "a passage in 'negative_passages' has no string 'docid'" in str(err)
 
 
 def test_pool_bad_ids_and_json(tmp_path):
     src = write(tmp_path / "t.jsonl", jsonl(tev("1", "a", ["x"], ["y"]), tev("2", "b", ["x"], ["y z"])))
-    err = fail(convert.convert_pool, src, None, "tevatron", tmp_path / "p.parquet")
+    err = fail(train_pool.convert_pool, src, None, "tevatron", tmp_path / "p.parquet")
     assert (err.line, "bad docid 'y z'" in str(err)) == (2, True)
     src = write(tmp_path / "u.jsonl", jsonl(tev("1", "a", ["x"], []), tev("2 2", "b", ["x"], [])))
-    err = fail(convert.convert_pool, src, None, "tevatron", tmp_path / "p.parquet")
+    err = fail(train_pool.convert_pool, src, None, "tevatron", tmp_path / "p.parquet")
     assert (err.line, "bad qid '2 2'" in str(err)) == (2, True)
     src = write(tmp_path / "v.jsonl", jsonl(tev("1", "a", ["x"], [])) + "{not json}\n")
-    err = fail(convert.convert_pool, src, None, "tevatron", tmp_path / "p.parquet")
+    err = fail(train_pool.convert_pool, src, None, "tevatron", tmp_path / "p.parquet")
     assert (err.line, "invalid JSON" in str(err)) == (2, True)
 
 
 def test_pool_duplicates(tmp_path):
     a = tev("1", "a", ["x"], ["y", "z"])
     src = write(tmp_path / "t.jsonl", jsonl(a, tev("2", "b", ["x"], []), a))
-    counts = convert.convert_pool(src, None, "tevatron", tmp_path / "p.parquet")
+    counts = train_pool.convert_pool(src, None, "tevatron", tmp_path / "p.parquet")
     assert (counts.lines_in, counts.rows_out) == (3, 2)
     assert counts.notes[0] == "1 identical duplicate queries removed"
     assert [r[0] for r in rows(tmp_path / "p.parquet")] == ["1", "2"]
     src = write(tmp_path / "u.jsonl", jsonl(a, tev("2", "b", ["x"], []), tev("1", "a", ["x"], ["z", "y"])))
-    err = fail(convert.convert_pool, src, None, "tevatron", tmp_path / "p.parquet")
+    err = fail(train_pool.convert_pool, src, None, "tevatron", tmp_path / "p.parquet")
     assert err.line == 3
     assert "duplicate qid '1' with different content (first at line 1)" in str(err)
 
 
 def test_pool_empty_and_unknown_format(tmp_path):
     err = fail(
-        convert.convert_pool, write(tmp_path / "t.jsonl", ""), None, "tevatron", tmp_path / "p.parquet"
+        train_pool.convert_pool, write(tmp_path / "t.jsonl", ""), None, "tevatron", tmp_path / "p.parquet"
     )
     assert "no training queries" in str(err)
     with pytest.raises(ValueError, match="unknown pool format"):
-        convert.convert_pool(tmp_path / "t.jsonl", None, "jsonl", tmp_path / "p.parquet")
+        train_pool.convert_pool(tmp_path / "t.jsonl", None, "jsonl", tmp_path / "p.parquet")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -940,7 +941,7 @@ def test_msmarco_qna_answers(tmp_path):
     )
     qs = queries_file(tmp_path, [("1102430", "a"), ("1102431", "b"), ("5", "c"), ("1102432", "d")])
     out = tmp_path / "answers-dev.parquet"
-    counts = convert.convert_answers(src, None, "msmarco-qna", qs, out)
+    counts = gold_answers.convert_answers(src, None, "msmarco-qna", qs, out)
     assert counts.lines_in == 4
     assert counts.rows_out == 2
     assert counts.notes == ["2 of 4 queries have no answer and are left out"]
@@ -952,27 +953,27 @@ def test_msmarco_qna_answers(tmp_path):
 def test_msmarco_qna_errors(tmp_path):
     qs = queries_file(tmp_path, [("1", "a")])
     layout = write(tmp_path / "a.json", json.dumps([{"query_id": 1}]))
-    err = fail(convert.convert_answers, layout, None, "msmarco-qna", qs, tmp_path / "o.parquet")
+    err = fail(gold_answers.convert_answers, layout, None, "msmarco-qna", qs, tmp_path / "o.parquet")
     assert "expected the QnA v2.1 layout" in str(err)
     not_list = write(
         tmp_path / "b.json", json.dumps({"query_id": {"0": 1, "1": 2}, "answers": {"0": ["x"], "1": "y"}})
     )
-    err = fail(convert.convert_answers, not_list, None, "msmarco-qna", qs, tmp_path / "o.parquet")
+    err = fail(gold_answers.convert_answers, not_list, None, "msmarco-qna", qs, tmp_path / "o.parquet")
     assert "row 1: 'answers' must be a list of strings" in str(err)
     bad_json = write(tmp_path / "c.json", '{\n  "query_id": {"0": 1},\n  "answers": {"0": ["x"],}\n}\n')
-    err = fail(convert.convert_answers, bad_json, None, "msmarco-qna", qs, tmp_path / "o.parquet")
+    err = fail(gold_answers.convert_answers, bad_json, None, "msmarco-qna", qs, tmp_path / "o.parquet")
     assert err.line == 3
     assert "invalid JSON" in str(err)
     bad_utf8 = write(tmp_path / "d.json", b'{\n"query_id": {"0": 1},\n"answers": {"0": ["\xff"]}}\n')
-    err = fail(convert.convert_answers, bad_utf8, None, "msmarco-qna", qs, tmp_path / "o.parquet")
+    err = fail(gold_answers.convert_answers, bad_utf8, None, "msmarco-qna", qs, tmp_path / "o.parquet")
     assert err.line == 3
     assert "not valid UTF-8" in str(err)
     assert not (tmp_path / "o.parquet").exists()
 
 
 def test_normalize_question():
-    assert convert.normalize_question("Who  wrote 'The Hobbit'?") == "who wrote the hobbit"
-    assert convert.normalize_question("  WHEN did\tthe war end!! ") == "when did the war end"
+    assert gold_answers.normalize_question("Who  wrote 'The Hobbit'?") == "who wrote the hobbit"
+    assert gold_answers.normalize_question("  WHEN did\tthe war end!! ") == "when did the war end"
 
 
 def test_nq_open_answers_join_by_normalized_text(tmp_path):
@@ -1003,7 +1004,7 @@ def test_nq_open_answers_join_by_normalized_text(tmp_path):
         ],
     )
     out = tmp_path / "answers.parquet"
-    counts = convert.convert_answers(src, None, "nq-open", qs, out)
+    counts = gold_answers.convert_answers(src, None, "nq-open", qs, out)
     assert counts.lines_in == 4
     assert counts.rows_out == 2
     assert counts.notes == ["1 of 3 queries have no answer and are left out"]
@@ -1018,18 +1019,18 @@ def test_nq_open_errors(tmp_path):
     empty = write(
         tmp_path / "a.jsonl", jsonl({"question": "a", "answer": ["x"]}, {"question": "b", "answer": []})
     )
-    err = fail(convert.convert_answers, empty, None, "nq-open", qs, tmp_path / "o.parquet")
+    err = fail(gold_answers.convert_answers, empty, None, "nq-open", qs, tmp_path / "o.parquet")
     assert err.line == 2
     assert "'answer' must be a non-empty list of strings" in str(err)
     missing = write(tmp_path / "b.jsonl", jsonl({"question": "a", "answer": ["x"]}, {"answer": ["y"]}))
-    err = fail(convert.convert_answers, missing, None, "nq-open", qs, tmp_path / "o.parquet")
+    err = fail(gold_answers.convert_answers, missing, None, "nq-open", qs, tmp_path / "o.parquet")
     assert (err.line, "missing or non-string field 'question'" in str(err)) == (2, True)
     noanswer = write(tmp_path / "c.jsonl", jsonl({"question": "a", "answer": ["x"]}, {"question": "b"}))
-    assert fail(convert.convert_answers, noanswer, None, "nq-open", qs, tmp_path / "o.parquet").line == 2
+    assert fail(gold_answers.convert_answers, noanswer, None, "nq-open", qs, tmp_path / "o.parquet").line == 2
     badjson = write(
         tmp_path / "d.jsonl", '{"question": "a", "answer": ["x"]}\n{"question": "b", "answer": [x]}\n'
     )
-    err = fail(convert.convert_answers, badjson, None, "nq-open", qs, tmp_path / "o.parquet")
+    err = fail(gold_answers.convert_answers, badjson, None, "nq-open", qs, tmp_path / "o.parquet")
     assert (err.line, "invalid JSON" in str(err)) == (2, True)
 
 
@@ -1059,7 +1060,7 @@ def test_hotpotqa_answers_join_by_id(tmp_path):
             ("5aunknown", "q5"),
         ],
     )
-    counts = convert.convert_answers(src, None, "hotpotqa", qs, tmp_path / "a.parquet")
+    counts = gold_answers.convert_answers(src, None, "hotpotqa", qs, tmp_path / "a.parquet")
     assert counts.lines_in == 4
     assert counts.rows_out == 2
     assert counts.notes == ["2 of 4 queries have no answer and are left out"]
@@ -1072,7 +1073,7 @@ def test_hotpotqa_answers_join_by_id(tmp_path):
 def test_hotpotqa_errors(tmp_path):
     qs = queries_file(tmp_path, [("1", "a")])
     err = fail(
-        convert.convert_answers,
+        gold_answers.convert_answers,
         write(tmp_path / "a.json", "{}"),
         None,
         "hotpotqa",
@@ -1081,10 +1082,10 @@ def test_hotpotqa_errors(tmp_path):
     )
     assert "expected a JSON list of HotpotQA examples" in str(err)
     bad = write(tmp_path / "b.json", json.dumps([{"_id": "1", "answer": "x"}, {"_id": "2"}]))
-    err = fail(convert.convert_answers, bad, None, "hotpotqa", qs, tmp_path / "o.parquet")
+    err = fail(gold_answers.convert_answers, bad, None, "hotpotqa", qs, tmp_path / "o.parquet")
     assert "example 1: expected an object with string '_id' and 'answer'" in str(err)
     broken = write(tmp_path / "c.json", '[\n{"_id": "1", "answer": "x"},\n{"_id": "2" "answer": "y"}\n]')
-    err = fail(convert.convert_answers, broken, None, "hotpotqa", qs, tmp_path / "o.parquet")
+    err = fail(gold_answers.convert_answers, broken, None, "hotpotqa", qs, tmp_path / "o.parquet")
     assert err.line == 3
     assert "invalid JSON" in str(err)
 
@@ -1092,7 +1093,7 @@ def test_hotpotqa_errors(tmp_path):
 def test_answers_none_found(tmp_path):
     qs = queries_file(tmp_path, [("1", "a"), ("2", "b")])
     src = write(tmp_path / "h.json", json.dumps([{"_id": "9", "answer": "x"}]))
-    counts = convert.convert_answers(src, None, "hotpotqa", qs, tmp_path / "o.parquet")
+    counts = gold_answers.convert_answers(src, None, "hotpotqa", qs, tmp_path / "o.parquet")
     assert counts.rows_out == 0
     assert counts.notes == ["2 of 2 queries have no answer and are left out"]
     table = pl.read_parquet(tmp_path / "o.parquet")
@@ -1103,4 +1104,6 @@ def test_answers_none_found(tmp_path):
 def test_answers_unknown_format(tmp_path):
     qs = queries_file(tmp_path, [("1", "a")])
     with pytest.raises(ValueError, match="unknown answers format"):
-        convert.convert_answers(write(tmp_path / "x.json", "[]"), None, "squad", qs, tmp_path / "o.parquet")
+        gold_answers.convert_answers(
+            write(tmp_path / "x.json", "[]"), None, "squad", qs, tmp_path / "o.parquet"
+        )

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from utilanno import download
-from utilanno.download import ChecksumError
+from utilanno.data import download
+from utilanno.data.download import ChecksumError
 
 PAYLOAD = random.Random(0).randbytes(300_001)
 MD5 = hashlib.md5(PAYLOAD).hexdigest()

@@ -12,8 +12,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from utilanno import tinymodels  # noqa: E402
-from utilanno.encoder import Encoder, encode, pad  # noqa: E402
+from utilanno.testing import tinymodels  # noqa: E402
+from utilanno.train.encoder import Encoder, encode, pad  # noqa: E402
 
 torch.set_num_threads(1)
 

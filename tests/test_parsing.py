@@ -8,15 +8,40 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from utilanno import parsing
-from utilanno.parsing import parse_answer, parse_ranking, parse_selection, strip_reasoning, topk_cut
+from utilanno.annotate import parsing
+from utilanno.annotate.parsing import parse_answer, parse_ranking, parse_selection, strip_reasoning, topk_cut
 
 STATUSES = {"parsed", "empty", "unparseable"}
 
 FRAGMENTS = [
-    "[3]", "[0]", "[17]", "[1]", "[2]", "[20]", "[00]", "[01]", "[]", "[ ]", "[[1]]", "<think>", "</think>",
-    "My selection:", "My selection:[].", " > ", ",", ".", " ", "\n", "\t", "abc", "[", "]", "think", "1",
-    "[999999]", "[1234567]",
+    "[3]",
+    "[0]",
+    "[17]",
+    "[1]",
+    "[2]",
+    "[20]",
+    "[00]",
+    "[01]",
+    "[]",
+    "[ ]",
+    "[[1]]",
+    "<think>",
+    "</think>",
+    "My selection:",
+    "My selection:[].",
+    " > ",
+    ",",
+    ".",
+    " ",
+    "\n",
+    "\t",
+    "abc",
+    "[",
+    "]",
+    "think",
+    "1",
+    "[999999]",
+    "[1234567]",
 ]
 fragment_text = st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=4)), max_size=25).map("".join)
 any_text = st.one_of(st.text(), fragment_text)
@@ -120,8 +145,11 @@ def test_unclosed_think_is_cut_off(before, inner, n):
 
 
 @SETTINGS
-@given(ranked=st.lists(st.integers(0, 100), unique=True, max_size=40), n=st.integers(0, 60),
-       k=st.integers(1, 100))
+@given(
+    ranked=st.lists(st.integers(0, 100), unique=True, max_size=40),
+    n=st.integers(0, 60),
+    k=st.integers(1, 100),
+)
 def test_topk_cut_properties(ranked, n, k):
     cut = topk_cut(ranked, n, k)
     if not ranked:
@@ -180,8 +208,10 @@ def test_reopened_unclosed_think_after_close_is_cut_off():
     assert 1 not in parse_selection(raw, 5).ids
 
 
-@pytest.mark.parametrize(("n_input", "k", "expected"), [(6, 10, 1), (30, 10, 3), (20, 50, 10), (9, 10, 1),
-                                                       (31, 10, 3), (10, 20, 2), (1, 10, 1)])
+@pytest.mark.parametrize(
+    ("n_input", "k", "expected"),
+    [(6, 10, 1), (30, 10, 3), (20, 50, 10), (9, 10, 1), (31, 10, 3), (10, 20, 2), (1, 10, 1)],
+)
 def test_topk_cut_examples(n_input, k, expected):
     ranked = list(range(100, 100 + n_input))
     assert topk_cut(ranked, n_input, k) == ranked[:expected]

@@ -7,22 +7,25 @@ from collections import Counter
 import polars as pl
 import pytest
 
-from utilanno import pools
+from utilanno.annotate import pools
+from utilanno.annotate.pools import order_pool, shard_of, windows
 from utilanno.errors import InputFormatError
-from utilanno.pools import order_pool, shard_of, windows
 
 # ---------------------------------------------------------------------------------------------------------
 # shard_of
 
 
-@pytest.mark.parametrize(("qid", "expected"), [
-    ("100000", [0, 2, 0, 4, 444]),
-    ("1185869", [1, 0, 6, 7, 223]),
-    ("q1", [0, 2, 3, 8, 696]),
-    ("q2", [0, 1, 3, 10, 394]),
-    ("abc", [1, 1, 2, 9, 721]),
-    ("", [0, 0, 0, 4, 876]),
-])
+@pytest.mark.parametrize(
+    ("qid", "expected"),
+    [
+        ("100000", [0, 2, 0, 4, 444]),
+        ("1185869", [1, 0, 6, 7, 223]),
+        ("q1", [0, 2, 3, 8, 696]),
+        ("q2", [0, 1, 3, 10, 394]),
+        ("abc", [1, 1, 2, 9, 721]),
+        ("", [0, 0, 0, 4, 876]),
+    ],
+)
 def test_shard_of_pinned(qid, expected):
     """Pinned once: a change would silently move queries between shards of a running annotation."""
     assert [shard_of(qid, n) for n in (2, 3, 7, 16, 1000)] == expected
@@ -92,8 +95,10 @@ def test_windows_forty():
     assert sorted({p for w in ws for p in w}) == list(range(40))
 
 
-@pytest.mark.parametrize(("n", "size", "overlap"), [(n, s, o) for n in (1, 15, 16, 17, 31, 32, 46, 100)
-                                                    for s, o in ((16, 1), (16, 0), (8, 3), (2, 1))])
+@pytest.mark.parametrize(
+    ("n", "size", "overlap"),
+    [(n, s, o) for n in (1, 15, 16, 17, 31, 32, 46, 100) for s, o in ((16, 1), (16, 0), (8, 3), (2, 1))],
+)
 def test_windows_cover_everything_with_the_overlap(n, size, overlap):
     ws = windows(n, size, overlap)
     assert sorted({p for w in ws for p in w}) == list(range(n))
@@ -115,8 +120,13 @@ def test_windows_overlap_must_be_smaller(size, overlap):
 
 def _corpus(tmp_path, docids):
     path = tmp_path / "corpus.parquet"
-    pl.DataFrame({"docid": docids, "title": [f"T {d}" for d in docids],
-                  "text": [f"text of {d} with {{braces}}" for d in docids]}).write_parquet(path)
+    pl.DataFrame(
+        {
+            "docid": docids,
+            "title": [f"T {d}" for d in docids],
+            "text": [f"text of {d} with {{braces}}" for d in docids],
+        }
+    ).write_parquet(path)
     return path
 
 
@@ -125,11 +135,19 @@ def _train_pool(tmp_path, n_queries=12, n_negs=6, short=()):
     for i in range(n_queries):
         qid = f"{1000 + i}"
         negs = [f"d{i}_n{j}" for j in range(2 if qid in short else n_negs)]
-        rows.append({"qid": qid, "query": f"query {i}?", "positives": [f"d{i}_p0", f"d{i}_p1"],
-                     "negatives": negs})
+        rows.append(
+            {"qid": qid, "query": f"query {i}?", "positives": [f"d{i}_p0", f"d{i}_p1"], "negatives": negs}
+        )
     path = tmp_path / "train-pool.parquet"
-    pl.DataFrame(rows, schema={"qid": pl.String, "query": pl.String, "positives": pl.List(pl.String),
-                               "negatives": pl.List(pl.String)}).write_parquet(path)
+    pl.DataFrame(
+        rows,
+        schema={
+            "qid": pl.String,
+            "query": pl.String,
+            "positives": pl.List(pl.String),
+            "negatives": pl.List(pl.String),
+        },
+    ).write_parquet(path)
     return path, rows
 
 

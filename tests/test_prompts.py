@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from utilanno import prompts
+from utilanno.annotate import prompts
 from utilanno.errors import InputFormatError
 
 PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
@@ -21,68 +21,98 @@ def A(content):  # noqa: N802
     return {"role": "assistant", "content": content}
 
 
-PASSAGE_TURNS = [U("[1] t1 text one"), A("Received passage [1]."),
-                 U("[2] t2 text two"), A("Received passage [2].")]
+PASSAGE_TURNS = [
+    U("[1] t1 text one"),
+    A("Received passage [1]."),
+    U("[2] t2 text two"),
+    A("Received passage [2]."),
+]
 
 # Transcribed from PAPER-SPEC B.1-B.4: `\n` is a real newline; spacing is exact (double spaces,
 # trailing blanks).
 EXPECTED = {
     "relsel.yaml": [
-        U("You are the relevance judger, an intelligent assistant that can select the passages that are "
-          "relevant to the question."),
+        U(
+            "You are the relevance judger, an intelligent assistant that can select the passages that are "
+            "relevant to the question."
+        ),
         A("Yes, I am the relevance judger."),
-        U("I will provide you with 2 passages, each indicated by number identifier []. \nSelect the "
-          "passages that are relevant to the question: q?."),
+        U(
+            "I will provide you with 2 passages, each indicated by number identifier []. \nSelect the "
+            "passages that are relevant to the question: q?."
+        ),
         A("Okay, please provide the passages."),
         *PASSAGE_TURNS,
-        U("Search Query: q?.\n        Directly output the passages you selected that are relevant to the "
-          "question. The format of the output is: 'My selection:[[i],[j],...].'. Only response the "
-          "selection results, do not say any word or explain. \n        "),
+        U(
+            "Search Query: q?.\n        Directly output the passages you selected that are relevant to the "
+            "question. The format of the output is: 'My selection:[[i],[j],...].'. Only response the "
+            "selection results, do not say any word or explain. \n        "
+        ),
     ],
     "pseudo_answer.yaml": [
-        U("You are a faithful question and answer assistant. Answer the question based on the given "
-          "information with one or a few sentences without the source."),
+        U(
+            "You are a faithful question and answer assistant. Answer the question based on the given "
+            "information with one or a few sentences without the source."
+        ),
         A("Yes, i am the faithful question and answer assistant."),
-        U("Given the information: \nt1 text one\nt2 text two\n Answer the following question based on "
-          "the given information with one or a few sentences without the source.\n Question: q?\n\n "
-          "Answer:"),
+        U(
+            "Given the information: \nt1 text one\nt2 text two\n Answer the following question based on "
+            "the given information with one or a few sentences without the source.\n Question: q?\n\n "
+            "Answer:"
+        ),
     ],
     "utilsel.yaml": [
-        U("You are the utility judger, an intelligent assistant that can select the passages that have "
-          "utility in answering the question."),
+        U(
+            "You are the utility judger, an intelligent assistant that can select the passages that have "
+            "utility in answering the question."
+        ),
         A("Yes, I am the utility judger."),
-        U("I will provide you with 2 passages, each indicated by number identifier []. \n I will also "
-          "provide you with a reference answer to the question. \nSelect the passages that have utility "
-          "in generating the reference answer to the following question from the 2 passages: q?."),
+        U(
+            "I will provide you with 2 passages, each indicated by number identifier []. \n I will also "
+            "provide you with a reference answer to the question. \nSelect the passages that have utility "
+            "in generating the reference answer to the following question from the 2 passages: q?."
+        ),
         A("Okay, please provide the passages and the reference answer."),
         *PASSAGE_TURNS,
-        U("Question: q?. \n Reference answer: ans. \n\n The requirements for judging whether a passage "
-          "has utility in answering the question are: The passage has utility in answering the question, "
-          "meaning that the passage not only be relevant to the question, but also be useful in "
-          "generating a correct, reasonable and perfect answer to the question. \n\n        Directly "
-          "output the passages you selected that have utility in generating the reference answer to the "
-          "question. The format of the output is: 'My selection:[[i],[j],...].'. Only response the "
-          "selection results, do not say any word or explain. \n        "),
+        U(
+            "Question: q?. \n Reference answer: ans. \n\n The requirements for judging whether a passage "
+            "has utility in answering the question are: The passage has utility in answering the question, "
+            "meaning that the passage not only be relevant to the question, but also be useful in "
+            "generating a correct, reasonable and perfect answer to the question. \n\n        Directly "
+            "output the passages you selected that have utility in generating the reference answer to the "
+            "question. The format of the output is: 'My selection:[[i],[j],...].'. Only response the "
+            "selection results, do not say any word or explain. \n        "
+        ),
     ],
     "utilrank.yaml": [
-        U("You are RankGPT, an intelligent assistant that can rank passages based on their utility in "
-          "generating the given reference answer to the question."),
+        U(
+            "You are RankGPT, an intelligent assistant that can rank passages based on their utility in "
+            "generating the given reference answer to the question."
+        ),
         A("Yes, i am RankGPT."),
-        U("I will provide you with 2 passages, each indicated by number identifier [].  I will also give "
-          "you a reference answer to the question. \nRank the passages based on their utility in "
-          "generating the reference answer to the question: q?."),
+        U(
+            "I will provide you with 2 passages, each indicated by number identifier [].  I will also give "
+            "you a reference answer to the question. \nRank the passages based on their utility in "
+            "generating the reference answer to the question: q?."
+        ),
         A("Okay, please provide the passages and the reference answer."),
         *PASSAGE_TURNS,
-        U("Question: q?. \n\n Reference answer: ans\n\n Rank the 2 passages above based on their utility "
-          "in generating the reference answer to the question. The passages should be listed in utility "
-          "descending order using identifiers.  The passages that have utility generating the reference "
-          "answer to the question should be listed first. The output format should be [] > [] > [] > "
-          "..., e.g., [i] > [j] > [k] > ... Only response the ranking results, do not say any word or "
-          "explain."),
+        U(
+            "Question: q?. \n\n Reference answer: ans\n\n Rank the 2 passages above based on their utility "
+            "in generating the reference answer to the question. The passages should be listed in utility "
+            "descending order using identifiers.  The passages that have utility generating the reference "
+            "answer to the question should be listed first. The output format should be [] > [] > [] > "
+            "..., e.g., [i] > [j] > [k] > ... Only response the ranking results, do not say any word or "
+            "explain."
+        ),
     ],
 }
-OUTPUT = {"relsel.yaml": "selection", "pseudo_answer.yaml": "answer", "utilsel.yaml": "selection",
-          "utilrank.yaml": "ranking"}
+OUTPUT = {
+    "relsel.yaml": "selection",
+    "pseudo_answer.yaml": "answer",
+    "utilsel.yaml": "selection",
+    "utilrank.yaml": "ranking",
+}
 
 
 def test_relsel_closing_turn_structure():
@@ -135,8 +165,12 @@ def test_truncate_words():
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_braces_are_kept_literally(name):
     prompt = prompts.load(PROMPTS / name)
-    msgs = prompt.render("what is {x}? {query} {0}", ["{x} and {passage}", "{}{{}}"], answer="{answer} {num}",
-                         passage_words=300)
+    msgs = prompt.render(
+        "what is {x}? {query} {0}",
+        ["{x} and {passage}", "{}{{}}"],
+        answer="{answer} {num}",
+        passage_words=300,
+    )
     text = "\n".join(m["content"] for m in msgs)
     assert "what is {x}? {query} {0}" in text
     assert "{x} and {passage}" in text
@@ -201,25 +235,35 @@ def test_load_good_file(tmp_path):
     prompt = prompts.load(_write(tmp_path, GOOD))
     assert prompt.output == "selection" and prompt.truncate is True
     assert prompt.render("Q", ["a", "b"], answer="x") == [
-        U("Select for Q among 2."), U("[1] a"), U("[2] b"), U("Done: Q x")]
+        U("Select for Q among 2."),
+        U("[1] a"),
+        U("[2] b"),
+        U("Done: Q x"),
+    ]
 
 
-@pytest.mark.parametrize(("text", "needle"), [
-    ("output: selection\nopening: [\n  - role: user\n", "YAML"),
-    ("- just\n- a list\n", "mapping"),
-    (GOOD + "extra: 1\n", "unknown keys"),
-    (GOOD.replace("output: selection", "output: scores"), "output"),
-    (GOOD.replace("output: selection\n", ""), "output"),
-    (GOOD.replace("- role: user\n    content: \"[{i}]", "- role: judge\n    content: \"[{i}]"), "passage[0]"),
-    (GOOD.replace("role: user", "role: User", 1), "opening[0]"),
-    (GOOD.replace("content: \"Done: {query} {answer}\"", "content: 3"), "closing[0]"),
-    (GOOD.replace("{query} among", "{qeury} among"), "placeholder"),
-    (GOOD.replace("[{i}]", "[{idx}]"), "placeholder"),
-    (GOOD.replace("{num}", "{0}"), "placeholder"),
-    (GOOD.replace("{num}", "{num"), "placeholder"),
-    ("output: answer\nopening: []\nclosing: []\n", "no messages"),
-    ("output: answer\nopening: {role: user, content: x}\n", "opening"),
-])
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("output: selection\nopening: [\n  - role: user\n", "YAML"),
+        ("- just\n- a list\n", "mapping"),
+        (GOOD + "extra: 1\n", "unknown keys"),
+        (GOOD.replace("output: selection", "output: scores"), "output"),
+        (GOOD.replace("output: selection\n", ""), "output"),
+        (
+            GOOD.replace('- role: user\n    content: "[{i}]', '- role: judge\n    content: "[{i}]'),
+            "passage[0]",
+        ),
+        (GOOD.replace("role: user", "role: User", 1), "opening[0]"),
+        (GOOD.replace('content: "Done: {query} {answer}"', "content: 3"), "closing[0]"),
+        (GOOD.replace("{query} among", "{qeury} among"), "placeholder"),
+        (GOOD.replace("[{i}]", "[{idx}]"), "placeholder"),
+        (GOOD.replace("{num}", "{0}"), "placeholder"),
+        (GOOD.replace("{num}", "{num"), "placeholder"),
+        ("output: answer\nopening: []\nclosing: []\n", "no messages"),
+        ("output: answer\nopening: {role: user, content: x}\n", "opening"),
+    ],
+)
 def test_load_errors(tmp_path, text, needle):
     path = _write(tmp_path, text)
     with pytest.raises(InputFormatError) as info:
@@ -229,7 +273,7 @@ def test_load_errors(tmp_path, text, needle):
 
 
 def test_load_error_for_bad_yaml_names_the_line(tmp_path):
-    path = _write(tmp_path, "output: selection\nopening:\n  - role: user\n    content: \"unclosed\n")
+    path = _write(tmp_path, 'output: selection\nopening:\n  - role: user\n    content: "unclosed\n')
     with pytest.raises(InputFormatError) as info:
         prompts.load(path)
     assert info.value.path == str(path)

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from utilanno import parsing
-from utilanno.qa_metrics import corpus_bleu, exact_match, hit, lcs, normalize, rouge_l, token_f1
+from utilanno.annotate import parsing
+from utilanno.rag.qa_metrics import corpus_bleu, exact_match, hit, lcs, normalize, rouge_l, token_f1
 
 # --- normalisation, EM, F1 (hand-computed) ------------------------------------------------------------------
 

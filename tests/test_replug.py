@@ -11,10 +11,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from utilanno import engines, prompts, replug
-from utilanno.engines import AnswerScore, Engine
+from utilanno.annotate import engines, prompts, replug
+from utilanno.annotate.engines import AnswerScore, Engine
+from utilanno.annotate.pools import POOL_PASSAGE
 from utilanno.errors import InputFormatError
-from utilanno.pools import POOL_PASSAGE
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
@@ -26,7 +26,7 @@ def tiny_qwen2(tmp_path_factory):
     torch = pytest.importorskip("torch")
     pytest.importorskip("transformers")
     torch.set_num_threads(1)
-    from utilanno import tinymodels
+    from utilanno.testing import tinymodels
 
     return str(tinymodels.build_tiny_qwen2(tmp_path_factory.mktemp("models") / "qwen2"))
 

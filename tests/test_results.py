@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from utilanno import results
+from utilanno.evaluate import results_table as results
 
 
 def write(folder, system, rows):

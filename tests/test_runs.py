@@ -8,8 +8,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from utilanno import runs
 from utilanno.errors import InputFormatError
+from utilanno.evaluate import runfiles as runs
 
 
 def table(rows: list[tuple[str, str, float]], dtype=pl.Float32) -> pl.DataFrame:

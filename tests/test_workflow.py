@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -16,6 +19,22 @@ def test_lint_reports_nothing(configfile):
     args = ["--lint"] + (["--configfile", str(TINY)] if configfile else [])
     proc = snakemake(*args)
     assert "Lints for" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    "tool",
+    [
+        ["ruff", "check", "src", "scripts", "tests", "benchmarks"],
+        ["ruff", "format", "--check", "src", "scripts", "tests", "benchmarks"],
+        ["snakefmt", "--check", "Snakefile", "rules"],
+    ],
+    ids=["ruff", "ruff-format", "snakefmt"],
+)
+def test_code_style(tool):
+    """What `make lint` checks besides `snakemake --lint` (above), so that CI checks it too."""
+    exe = str(Path(sys.executable).with_name(tool[0]))
+    proc = subprocess.run([exe, *tool[1:]], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 @pytest.mark.parametrize("profile", ["local", "slurm"])

@@ -14,7 +14,8 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator, validators
 
-from .errors import ConfigError
+from utilanno.errors import ConfigError
+from utilanno.plan import Plan, expand_beir
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO / "rules" / "schema.yaml"
@@ -239,8 +240,6 @@ def _cross_check(config: dict) -> list[str]:
             )
     for i, gen in enumerate(config["rag"]["generators"]):
         ref(f"rag.generators.{i}", gen, config["llms"], "llms")
-    from .plan import Plan  # plan imports this module: imported here, once the schema holds
-
     evaluated = set(Plan(config).eval_datasets())
     for key, rd in config["rag"]["datasets"].items():
         name = rd["dataset"] or key
@@ -272,28 +271,6 @@ def _cross_check(config: dict) -> list[str]:
             )
     for i, exp in enumerate(config["rag"]["experiments"]):
         ref(f"rag.experiments.{i}", exp, config["experiments"], "experiments")
-    return out
-
-
-def expand_beir(ds: dict) -> dict:
-    """The `beir:` shortcut -> explicit corpus/queries/qrels tables of a BEIR folder in a zip."""
-    if "beir" not in ds:
-        return ds
-    b = ds["beir"]
-    folder, split = b["folder"].strip("/"), b["split"]
-    out = {k: v for k, v in ds.items() if k != "beir"}
-    out["corpus"] = {"source": b["source"], "member": f"{folder}/corpus.jsonl", "format": "beir-corpus"}
-    out["queries"] = {
-        split: {
-            "source": b["source"],
-            "member": f"{folder}/queries.jsonl",
-            "format": "beir-queries",
-            "judged_only": True,
-        }
-    }
-    out["qrels"] = {
-        split: {"source": b["source"], "member": f"{folder}/qrels/{split}.tsv", "format": "beir-qrels"}
-    }
     return out
 
 

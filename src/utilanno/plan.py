@@ -8,8 +8,8 @@ from __future__ import annotations
 import posixpath
 from urllib.parse import unquote, urlparse
 
-from .config import expand_beir
-from .tinyworld import files as tiny_files
+from utilanno.annotate import STEP_NEEDS, STEPS
+from utilanno.testing.tinyworld import files as tiny_files
 
 
 class Plan:
@@ -115,9 +115,11 @@ class Plan:
         d = self.annotation_dir(annotator, step)
         return [f"{d}/shard-{k}.jsonl" for k in range(self.config["annotation"]["shards"])]
 
-    def annotation_targets(self) -> list[str]:
-        from .annotate import STEPS
+    def earlier_steps(self, annotator: str, step: str, k: int | str) -> dict[str, str]:
+        """What an annotation step reads besides its pool shard: the earlier steps' outputs of its shard."""
+        return {s: f"{self.annotation_dir(annotator, s)}/shard-{k}.jsonl" for s in STEP_NEEDS[step]}
 
+    def annotation_targets(self) -> list[str]:
         return [
             f"{self.annotation_dir(a, s)}/{f}"
             for a in self.annotators()
@@ -412,3 +414,25 @@ class Plan:
         if not self.rag_systems():
             return []
         return [f"{self.results}/rag/results.tsv", f"{self.results}/rag/significance.tsv"]
+
+
+def expand_beir(ds: dict) -> dict:
+    """The `beir:` shortcut -> explicit corpus/queries/qrels tables of a BEIR folder in a zip."""
+    if "beir" not in ds:
+        return ds
+    b = ds["beir"]
+    folder, split = b["folder"].strip("/"), b["split"]
+    out = {k: v for k, v in ds.items() if k != "beir"}
+    out["corpus"] = {"source": b["source"], "member": f"{folder}/corpus.jsonl", "format": "beir-corpus"}
+    out["queries"] = {
+        split: {
+            "source": b["source"],
+            "member": f"{folder}/queries.jsonl",
+            "format": "beir-queries",
+            "judged_only": True,
+        }
+    }
+    out["qrels"] = {
+        split: {"source": b["source"], "member": f"{folder}/qrels/{split}.tsv", "format": "beir-qrels"}
+    }
+    return out

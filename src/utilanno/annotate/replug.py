@@ -24,13 +24,13 @@ from pathlib import Path
 
 import polars as pl
 
-from . import engines
-from .annotate import Task, read_records, run_shard
-from .convert import NO_ANSWER
-from .engines import Engine, Generation, Sampling
-from .errors import InputFormatError
-from .prompts import Prompt, format_passage, messages_hash
-from .prompts import load as load_prompt
+from utilanno.annotate import engines
+from utilanno.annotate.engines import Engine, Generation, Sampling
+from utilanno.annotate.prompts import Prompt, format_passage, messages_hash
+from utilanno.annotate.prompts import load as load_prompt
+from utilanno.annotate.steps import Task, read_records, run_shard
+from utilanno.data.gold_answers import NO_ANSWER
+from utilanno.errors import InputFormatError
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def pick_answer(answers: list[str] | None, choice: str = "first") -> str | None:
 
 
 def read_answers(path: str | Path) -> dict[str, list[str]]:
-    """An answers table (qid, answers: list of strings), as convert.convert_answers writes it."""
+    """An answers table (qid, answers: list of strings), as gold_answers.convert_answers writes it."""
     table = pl.read_parquet(path)
     missing = [c for c in ("qid", "answers") if c not in table.columns]
     if missing:
@@ -253,7 +253,7 @@ def merge(
 
     With `pool_files`, every pool query must have a record (a shard from other pools fails here).
     """
-    from .atomic import atomic_path
+    from utilanno.atomic import atomic_path
 
     if length not in LENGTHS:
         raise ValueError(f"unknown length normalisation {length!r} (expected one of {LENGTHS})")

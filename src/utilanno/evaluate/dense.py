@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from .atomic import atomic_path
+from utilanno.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def encode_corpus(
     max_len: int | None = None,
 ) -> int:
     """Encode one shard of a corpus table (docid, title, text) with a trained retriever."""
-    from .encoder import Encoder, encode, read_settings
+    from utilanno.train.encoder import Encoder, encode, read_settings
 
     n = pl.scan_parquet(corpus).select(pl.len()).collect().item()
     start, end = shard_rows(n, shard, shards)
@@ -94,7 +94,7 @@ def encode_corpus(
 def encode_queries(
     model_dir, queries: str | Path, out_npy, out_ids, batch_size: int = 256, gpus: int = 0
 ) -> int:
-    from .encoder import Encoder, encode, read_settings
+    from utilanno.train.encoder import Encoder, encode, read_settings
 
     table = pl.read_parquet(queries, columns=["qid", "text"])
     length = read_settings(model_dir).get("query_max_len", 32)

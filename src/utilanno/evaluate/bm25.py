@@ -34,7 +34,7 @@ from pathlib import Path
 
 import polars as pl
 
-from .atomic import atomic_dir
+from utilanno.atomic import atomic_dir
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import atomic_path
+from utilanno.atomic import atomic_path
 
 SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"] + ["qu" + v for v in "aei"]
 RELATIONS = [

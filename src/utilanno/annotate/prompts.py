@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import InputFormatError
+from utilanno.errors import InputFormatError
 
 OUTPUTS = ("selection", "ranking", "answer")
 

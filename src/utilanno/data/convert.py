@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-import string
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,10 +23,10 @@ from pathlib import Path
 import polars as pl
 from polars.io.plugins import register_io_source
 
-from .atomic import atomic_path, atomic_text
-from .errors import InputFormatError
-from .lines import check_ids, iter_line_blocks, iter_tsv_blocks, split_fields, split_whitespace
-from .rawio import display_name, open_raw
+from ..atomic import atomic_path, atomic_text
+from ..errors import InputFormatError
+from .lineblocks import check_ids, iter_line_blocks, iter_tsv_blocks, split_fields, split_whitespace
+from .rawfiles import display_name, open_raw
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +62,7 @@ def _check_msmarco_ids(rows: pl.DataFrame, name: str, key: str, id_pattern: str)
 _JSON_TYPES = {pl.String: (str, "a string"), pl.List: (list, "a list"), pl.Struct: (dict, "an object")}
 
 
-def _json_rows(block: pl.DataFrame, name: str, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+def json_rows(block: pl.DataFrame, name: str, schema: dict[str, pl.DataType]) -> pl.DataFrame:
     """Decode JSON lines into `schema` columns, falling back to per-line parsing to name a bad line."""
     blank = block["raw"].str.strip_chars() == ""
     if blank.any():
@@ -95,7 +93,7 @@ def _json_rows(block: pl.DataFrame, name: str, schema: dict[str, pl.DataType]) -
     return block.select("line", decoded.alias("j")).unnest("j")
 
 
-def _require(rows: pl.DataFrame, name: str, columns: list[str]) -> None:
+def require(rows: pl.DataFrame, name: str, columns: list[str]) -> None:
     for col in columns:
         missing = rows[col].is_null()
         if missing.any():
@@ -104,16 +102,16 @@ def _require(rows: pl.DataFrame, name: str, columns: list[str]) -> None:
 
 
 def _parse_beir_corpus(block: pl.DataFrame, name: str) -> pl.DataFrame:
-    rows = _json_rows(block, name, {"_id": pl.String, "title": pl.String, "text": pl.String})
-    _require(rows, name, ["_id", "text"])
+    rows = json_rows(block, name, {"_id": pl.String, "title": pl.String, "text": pl.String})
+    require(rows, name, ["_id", "text"])
     rows = rows.rename({"_id": "docid"}).with_columns(pl.col("title").fill_null(""))
     check_ids(rows, "docid", name, ANY_ID, "an id without spaces")
     return rows
 
 
 def _parse_beir_queries(block: pl.DataFrame, name: str) -> pl.DataFrame:
-    rows = _json_rows(block, name, {"_id": pl.String, "text": pl.String})
-    _require(rows, name, ["_id", "text"])
+    rows = json_rows(block, name, {"_id": pl.String, "text": pl.String})
+    require(rows, name, ["_id", "text"])
     rows = rows.rename({"_id": "qid"})
     check_ids(rows, "qid", name, ANY_ID, "an id without spaces")
     return rows
@@ -123,7 +121,7 @@ def _parse_beir_queries(block: pl.DataFrame, name: str) -> pl.DataFrame:
 # Duplicate handling shared by all converters.
 
 
-def _duplicates(keys: pl.DataFrame, key: str, name: str) -> pl.Series:
+def duplicates(keys: pl.DataFrame, key: str, name: str) -> pl.Series:
     """Given (key, line, h) rows, raise on a key seen with different content; return lines to drop.
 
     The error names the first line whose content differs from the key's first occurrence.
@@ -217,7 +215,7 @@ def _stream_to_parquet(path, member, name, parse, key, schema, out, reader=iter_
             )
             line_of = rows["line"]
             keys = candidates.with_columns(line=line_of.gather(candidates["idx"])).select(key, "line", "h")
-            drop = _duplicates(keys, key, name)
+            drop = duplicates(keys, key, name)
             if drop.len():
                 counts.rows_out -= drop.len()
                 counts.notes.append(f"{drop.len()} identical duplicate {key}s removed (first kept)")
@@ -243,7 +241,7 @@ def _drop_rows(parquet: Path, keys: pl.DataFrame, drop_lines: pl.Series) -> None
 # Small tables: queries, qrels, answers, pools (at most a few hundred MB; read whole).
 
 
-def _read_blocks(
+def read_blocks(
     path, member, parse: Callable[[pl.DataFrame, str], pl.DataFrame], reader=iter_line_blocks
 ) -> tuple[pl.DataFrame, int, str]:
     name = display_name(path, member)
@@ -268,11 +266,11 @@ def convert_queries(path, member, fmt: str, out, restrict_qrels: str | Path | No
         parse, reader = _parse_beir_queries, iter_line_blocks
     else:
         raise ValueError(f"unknown queries format {fmt!r} (expected msmarco-tsv or beir-queries)")
-    rows, n, name = _read_blocks(path, member, parse, reader)
+    rows, n, name = read_blocks(path, member, parse, reader)
     counts = Counts(lines_in=n)
     if rows is None:
         raise InputFormatError(name, None, "no queries")
-    drop = _duplicates(rows.select("qid", "line", h=pl.col("text").hash()), "qid", name)
+    drop = duplicates(rows.select("qid", "line", h=pl.col("text").hash()), "qid", name)
     if drop.len():
         counts.notes.append(f"{drop.len()} identical duplicate qids removed (first kept)")
         rows = rows.filter(~pl.col("line").is_in(drop.implode()))
@@ -327,12 +325,12 @@ def convert_qrels(path, member, fmt: str, out) -> Counts:
     parsers = {"trec-qrels": _parse_trec_qrels, "beir-qrels": _parse_beir_qrels}
     if fmt not in parsers:
         raise ValueError(f"unknown qrels format {fmt!r} (expected one of {sorted(parsers)})")
-    rows, n, name = _read_blocks(path, member, parsers[fmt])
+    rows, n, name = read_blocks(path, member, parsers[fmt])
     counts = Counts(lines_in=n)
     if rows is None or rows.is_empty():
         raise InputFormatError(name, None, "no judgments")
     keyed = rows.with_columns(pair=pl.concat_str("qid", pl.lit(" "), "docid"), h=pl.col("rel").hash())
-    drop = _duplicates(keyed.select("pair", "line", "h"), "pair", name)
+    drop = duplicates(keyed.select("pair", "line", "h"), "pair", name)
     if drop.len():
         counts.notes.append(f"{drop.len()} identical duplicate judgments removed")
         rows = rows.filter(~pl.col("line").is_in(drop.implode()))
@@ -352,212 +350,7 @@ def write_qrels(rows: pl.DataFrame, out) -> None:
 
 def read_qrels(path: str | Path) -> pl.DataFrame:
     """Read a normalized (or any TREC) qrels file: qid, docid, rel."""
-    rows, _, _ = _read_blocks(path, None, _parse_trec_qrels)
+    rows, _, _ = read_blocks(path, None, _parse_trec_qrels)
     if rows is None:
         return pl.DataFrame(schema={"qid": pl.String, "docid": pl.String, "rel": pl.Int32})
     return rows.select("qid", "docid", "rel")
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Training pool input: the Tevatron / RepLLaMA JSONL with human positives and hard negatives.
-
-_PASSAGES = pl.List(pl.Struct({"docid": pl.String, "title": pl.String, "text": pl.String}))
-TEVATRON_SCHEMA = {
-    "query_id": pl.String,
-    "query": pl.String,
-    "positive_passages": _PASSAGES,
-    "negative_passages": _PASSAGES,
-}
-
-
-def _parse_tevatron(block: pl.DataFrame, name: str) -> pl.DataFrame:
-    rows = _json_rows(block, name, TEVATRON_SCHEMA)
-    _require(rows, name, ["query_id", "query"])
-    for col in ("positive_passages", "negative_passages"):
-        missing = rows[col].is_null()
-        if missing.any():
-            raise InputFormatError(
-                name, int(rows["line"][missing.arg_true()[0]]), f"missing list field {col!r}"
-            )
-        ids = rows.select("line", pl.col(col).list.eval(pl.element().struct.field("docid")).alias("ids"))
-        flat = ids.explode("ids").drop_nulls("ids")
-        n_null = ids["ids"].list.eval(pl.element().is_null()).list.any()
-        if n_null.any():
-            i = n_null.arg_true()[0]
-            raise InputFormatError(name, int(ids["line"][i]), f"a passage in {col!r} has no string 'docid'")
-        check_ids(flat.rename({"ids": "docid"}), "docid", name, ANY_ID, "an id without spaces")
-    no_pos = rows["positive_passages"].list.len() == 0
-    if no_pos.any():
-        raise InputFormatError(name, int(rows["line"][no_pos.arg_true()[0]]), "query has no positive passage")
-    check_ids(rows.rename({"query_id": "qid"}), "qid", name, ANY_ID, "an id without spaces")
-    return rows.select(
-        "line",
-        pl.col("query_id").alias("qid"),
-        "query",
-        pl.col("positive_passages").list.eval(pl.element().struct.field("docid")).alias("positives"),
-        pl.col("negative_passages").list.eval(pl.element().struct.field("docid")).alias("negatives"),
-    )
-
-
-def convert_pool(path, member, fmt: str, out) -> Counts:
-    """Tevatron JSONL -> train-pool.parquet (qid, query, positives, negatives), docids only.
-
-    A negative that is also a positive of the same query is removed from the negatives and counted.
-    """
-    if fmt != "tevatron":
-        raise ValueError(f"unknown pool format {fmt!r} (expected tevatron)")
-    rows, n, name = _read_blocks(path, member, _parse_tevatron)
-    counts = Counts(lines_in=n)
-    if rows is None:
-        raise InputFormatError(name, None, "no training queries")
-    h = pl.struct(pl.col("query"), pl.col("positives"), pl.col("negatives")).hash()
-    drop = _duplicates(rows.select("qid", "line", h=h), "qid", name)
-    if drop.len():
-        counts.notes.append(f"{drop.len()} identical duplicate queries removed")
-        rows = rows.filter(~pl.col("line").is_in(drop.implode()))
-    # Keep the file's order of negatives; drop repeats and negatives that are positives of the same query.
-    positives, negatives, clashes, repeats, pos_repeats = [], [], 0, 0, 0
-    for pos, neg in zip(rows["positives"].to_list(), rows["negatives"].to_list(), strict=True):
-        unique_pos = list(dict.fromkeys(pos))
-        unique = list(dict.fromkeys(neg))
-        keep = [d for d in unique if d not in set(unique_pos)]
-        pos_repeats += len(pos) - len(unique_pos)
-        repeats += len(neg) - len(unique)
-        clashes += len(unique) - len(keep)
-        positives.append(unique_pos)
-        negatives.append(keep)
-    if pos_repeats:
-        counts.notes.append(f"{pos_repeats} repeated positives removed")
-    if repeats:
-        counts.notes.append(f"{repeats} repeated negatives removed")
-    if clashes:
-        counts.notes.append(f"{clashes} negatives that were also positives of their query removed")
-    dedup = rows.with_columns(
-        pl.Series("positives", positives, dtype=pl.List(pl.String)),
-        pl.Series("negatives", negatives, dtype=pl.List(pl.String)),
-    )
-    out_rows = dedup.select("qid", "query", "positives", "negatives")
-    with atomic_path(out) as tmp:
-        out_rows.write_parquet(tmp)
-    counts.rows_out = out_rows.height
-    n_pos, n_neg = out_rows["positives"].list.len().sum(), out_rows["negatives"].list.len().sum()
-    counts.notes.append(f"{n_pos} positives, {n_neg} negatives")
-    log.info("%s -> %s: %s", name, out, counts)
-    return counts
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Answers for RAG: MS MARCO QnA (by query id), NQ-open (by question text), HotpotQA (by _id).
-
-NO_ANSWER = "No Answer Present."
-
-
-def normalize_question(text: str) -> str:
-    """Key for joining questions across releases: lower case, no punctuation, single spaces."""
-    text = text.lower().translate(str.maketrans("", "", string.punctuation))
-    return re.sub(r"\s+", " ", text).strip()
-
-
-def _load_json(path, member, name):
-    with open_raw(path, member) as fh:
-        raw = fh.read()
-    try:
-        return json.loads(raw)
-    except UnicodeDecodeError as err:
-        line = raw.count(b"\n", 0, err.start) + 1
-        raise InputFormatError(name, line, f"not valid UTF-8 ({err.reason})") from None
-    except json.JSONDecodeError as err:
-        raise InputFormatError(name, err.lineno, f"invalid JSON: {err.msg} at column {err.colno}") from None
-
-
-def _answers_msmarco_qna(path, member, name, queries: pl.DataFrame, counts: Counts) -> dict[str, list[str]]:
-    data = _load_json(path, member, name)
-    if not isinstance(data, dict) or "query_id" not in data or "answers" not in data:
-        raise InputFormatError(
-            name, None, "expected the QnA v2.1 layout: an object with 'query_id' and 'answers' columns"
-        )
-    out: dict[str, list[str]] = {}
-    for row, qid in data["query_id"].items():
-        answers = data["answers"].get(row)
-        if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
-            raise InputFormatError(name, None, f"row {row}: 'answers' must be a list of strings")
-        counts.lines_in += 1
-        kept = [a.strip() for a in answers if a.strip() and a.strip() != NO_ANSWER]
-        if kept:
-            out[str(qid)] = kept
-    return out
-
-
-def _answers_nq_open(path, member, name, queries: pl.DataFrame, counts: Counts) -> dict[str, list[str]]:
-    by_text: dict[str, list[str]] = {}
-    with open_raw(path, member) as fh:
-        for block in iter_line_blocks(fh, name):
-            rows = _json_rows(block, name, {"question": pl.String, "answer": pl.List(pl.String)})
-            _require(rows, name, ["question"])
-            for line, q, answers in rows.select("line", "question", "answer").iter_rows():
-                if not answers:
-                    raise InputFormatError(name, int(line), "'answer' must be a non-empty list of strings")
-                counts.lines_in += 1
-                known = by_text.setdefault(normalize_question(q), [])
-                known += [a for a in dict.fromkeys(answers) if a not in known]
-    out = {}
-    for qid, text in queries.select("qid", "text").iter_rows():
-        hit = by_text.get(normalize_question(text))
-        if hit:
-            out[qid] = hit
-    return out
-
-
-def _answers_hotpotqa(path, member, name, queries: pl.DataFrame, counts: Counts) -> dict[str, list[str]]:
-    data = _load_json(path, member, name)
-    if not isinstance(data, list):
-        raise InputFormatError(name, None, "expected a JSON list of HotpotQA examples")
-    out = {}
-    for i, ex in enumerate(data):
-        if (
-            not isinstance(ex, dict)
-            or not isinstance(ex.get("_id"), str)
-            or not isinstance(ex.get("answer"), str)
-        ):
-            raise InputFormatError(
-                name, None, f"example {i}: expected an object with string '_id' and 'answer'"
-            )
-        counts.lines_in += 1
-        if ex["answer"].strip():
-            out[ex["_id"]] = [ex["answer"].strip()]
-    return out
-
-
-ANSWER_FORMATS = {
-    "msmarco-qna": _answers_msmarco_qna,
-    "nq-open": _answers_nq_open,
-    "hotpotqa": _answers_hotpotqa,
-}
-
-
-def convert_answers(path, member, fmt: str, queries_path, out) -> Counts:
-    """Gold answers for the queries in `queries_path` -> answers-{split}.parquet (qid, answers).
-
-    Queries without an answer in the source are counted and left out (RAG evaluates only answerable ones).
-    """
-    if fmt not in ANSWER_FORMATS:
-        raise ValueError(f"unknown answers format {fmt!r} (expected one of {sorted(ANSWER_FORMATS)})")
-    name = display_name(path, member)
-    queries = pl.read_parquet(queries_path)
-    counts = Counts()
-    found = ANSWER_FORMATS[fmt](path, member, name, queries, counts)
-    rows = (
-        queries.select("qid")
-        .filter(pl.col("qid").is_in(list(found)))
-        .with_columns(pl.col("qid").replace_strict(found, return_dtype=pl.List(pl.String)).alias("answers"))
-        if found
-        else pl.DataFrame(schema={"qid": pl.String, "answers": pl.List(pl.String)})
-    )
-    with atomic_path(out) as tmp:
-        rows.write_parquet(tmp)
-    counts.rows_out = rows.height
-    counts.notes.append(
-        f"{queries.height - rows.height} of {queries.height} queries have no answer and are left out"
-    )
-    log.info("%s -> %s: %s", name, out, counts)
-    return counts

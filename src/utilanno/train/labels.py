@@ -12,7 +12,7 @@ import re
 
 import polars as pl
 
-from .parsing import topk_cut
+from utilanno.annotate.parsing import topk_cut
 
 KINDS = ("human", "relsel", "utilsel", "utilrank", "union")
 LABELS = {"qid": pl.String, "docid": pl.String, "label": pl.Int8}

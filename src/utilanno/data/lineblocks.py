@@ -11,7 +11,7 @@ from typing import BinaryIO
 
 import polars as pl
 
-from .errors import InputFormatError
+from utilanno.errors import InputFormatError
 
 BLOCK_BYTES = 32 << 20
 

@@ -20,14 +20,12 @@ from pathlib import Path
 import polars as pl
 from tqdm import tqdm
 
-from . import parsing
-from .atomic import atomic_path, atomic_text
-from .engines import Engine, Sampling, guide_pattern
-from .prompts import Prompt, format_passage, messages_hash
+from utilanno.annotate import parsing
+from utilanno.annotate.engines import Engine, Sampling, guide_pattern
+from utilanno.annotate.prompts import Prompt, format_passage, messages_hash
+from utilanno.atomic import atomic_path, atomic_text
 
 log = logging.getLogger(__name__)
-
-STEPS = ("relsel", "pseudo_answer", "utilsel", "utilrank")
 
 
 @dataclass

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from .atomic import atomic_path
-from .errors import InputFormatError
-from .lines import check_ids, iter_line_blocks, split_whitespace
-from .rawio import open_raw
+from utilanno.atomic import atomic_path
+from utilanno.data.lineblocks import check_ids, iter_line_blocks, split_whitespace
+from utilanno.data.rawfiles import open_raw
+from utilanno.errors import InputFormatError
 
 RUN_FIELDS = ["qid", "q0", "docid", "rank", "score", "tag"]
 RUN_SCHEMA = {"qid": pl.String, "docid": pl.String, "rank": pl.UInt32, "score": pl.Float64}

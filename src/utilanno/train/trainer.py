@@ -29,10 +29,10 @@ import polars as pl
 import torch
 import torch.distributed as dist
 
-from . import losses
-from .atomic import atomic_dir, atomic_path
-from .encoder import Encoder
-from .labels import sample_group
+from utilanno.atomic import atomic_dir, atomic_path
+from utilanno.train import losses
+from utilanno.train.encoder import Encoder
+from utilanno.train.labels import sample_group
 
 log = logging.getLogger(__name__)
 HARD_LOSSES = ("singlelh", "rand1lh", "jointlh", "summarg")

@@ -19,12 +19,14 @@ from pathlib import Path
 
 import polars as pl
 
-from . import annotate, engines, parsing, qa_metrics
-from .atomic import atomic_path
-from .errors import InputFormatError
-from .pools import shard_of
-from .prompts import Prompt, format_passage, messages_hash
-from .runs import rank, read_run
+from utilanno.annotate import engines, parsing
+from utilanno.annotate import steps as annotate
+from utilanno.annotate.pools import shard_of
+from utilanno.annotate.prompts import Prompt, format_passage, messages_hash
+from utilanno.atomic import atomic_path
+from utilanno.errors import InputFormatError
+from utilanno.evaluate.runfiles import rank, read_run
+from utilanno.rag import qa_metrics
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +175,7 @@ def read_shards(files: list, dataset: str) -> pl.DataFrame:
 
 
 def qrels_positives(qrels_file) -> dict[str, set[str]]:
-    from .convert import read_qrels
+    from utilanno.data.convert import read_qrels
 
     table = read_qrels(qrels_file)
     pos = table.filter(pl.col("rel") > 0).group_by("qid").agg("docid")

@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from .runs import rank
+from utilanno.evaluate.runfiles import rank
 
 PER_QUERY_SCHEMA = {"qid": pl.String, "measure": pl.String, "value": pl.Float64}
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
-from .metrics import group_mean, paired_ttest, summarize
+from utilanno.evaluate.metrics import group_mean, paired_ttest, summarize
 
 TABLE = {
     "system": pl.String,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import polars as pl
 
-from .atomic import atomic_path
-from .errors import InputFormatError
+from utilanno.atomic import atomic_path
+from utilanno.errors import InputFormatError
 
 log = logging.getLogger(__name__)
 

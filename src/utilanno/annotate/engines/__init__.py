@@ -1,0 +1,47 @@
+"""LLM engines behind one interface (see `base`): vLLM, transformers and any OpenAI-compatible endpoint."""
+
+from __future__ import annotations
+
+from .base import AnswerScore, Engine, Generation, Sampling, answer_token_ids, guide_pattern
+from .openai_engine import OPENAI_NO_SCORES, OpenAIEngine
+from .transformers_engine import RegexGuide, TransformersEngine
+from .vllm_engine import VllmEngine
+
+__all__ = [
+    "OPENAI_NO_SCORES",
+    "AnswerScore",
+    "Engine",
+    "Generation",
+    "OpenAIEngine",
+    "RegexGuide",
+    "Sampling",
+    "TransformersEngine",
+    "VllmEngine",
+    "answer_token_ids",
+    "create",
+    "guide_pattern",
+]
+
+
+def create(llm: dict, gpus: int | None = None, threads: int | None = None) -> Engine:
+    """An engine from an `llms.<name>` config entry."""
+    engine = llm.get("engine", "vllm")
+    if engine == "transformers":
+        return TransformersEngine(
+            llm["model"], llm.get("dtype", "auto"), llm.get("batch_size", 8), threads=threads
+        )
+    if engine == "vllm":
+        return VllmEngine(
+            llm["model"],
+            gpus if gpus is not None else llm.get("gpus", 1),
+            llm.get("dtype", "auto"),
+            llm.get("max_model_len", 16384),
+            llm.get("gpu_memory_utilization", 0.9),
+            llm.get("sampling", {}).get("seed", 0),
+            enforce_eager=llm.get("enforce_eager", False),
+        )
+    if engine == "openai":
+        if not llm.get("base_url"):
+            raise ValueError("the openai engine needs 'base_url'")
+        return OpenAIEngine(llm["model"], llm["base_url"])
+    raise ValueError(f"unknown engine {engine!r}")

@@ -1,0 +1,1 @@
+"""Data stage: downloads, raw readers and the converters to normalized tables."""

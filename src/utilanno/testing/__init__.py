@@ -1,0 +1,1 @@
+"""The tiny world and tiny models: the workflow and its tests without downloads or a model hub."""
