@@ -226,7 +226,7 @@ def test_a_killed_training_resumes_from_its_last_checkpoint_and_ends_as_if_unint
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (tmp_path / "out").exists()
-    saved = torch.load(ckpt / "state.pt", weights_only=False)["step"]
+    saved = torch.load(ckpt / "state.pt", weights_only=True)["step"]
     assert 3 <= saved < 32
     again = _train_cli(world, tmp_path / "out", ckpt, s)
     log = again.communicate(timeout=600)[0]
@@ -238,6 +238,35 @@ def test_a_killed_training_resumes_from_its_last_checkpoint_and_ends_as_if_unint
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
     steps = [json.loads(x)["step"] for x in (tmp_path / "out/train-log.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 33))
+
+
+class _Planted:
+    """Unpickling this runs code: it creates the canary file."""
+
+    def __init__(self, canary: str):
+        self.canary = canary
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.canary),))
+
+
+def test_a_planted_pickle_checkpoint_runs_no_code_and_training_starts_over(world, tmp_path):
+    ckpt, canary = tmp_path / "ck", tmp_path / "canary"
+    ckpt.mkdir()
+    torch.save({"fingerprint": "x", "payload": _Planted(str(canary))}, ckpt / "state.pt")
+    torch.load(ckpt / "state.pt", weights_only=False)  # the plant is real: a full unpickle runs it
+    assert canary.exists()
+    canary.unlink()
+    summary = train(
+        world / "tiny-bert",
+        world / "human.parquet",
+        [world / "shard-0.parquet"],
+        tmp_path / "out",
+        ckpt,
+        tiny_settings(checkpoint_every=2),
+    )
+    assert not canary.exists()
+    assert summary["resumed_from_step"] == 0 and (tmp_path / "out" / "config.json").exists()
 
 
 def test_a_checkpoint_of_other_settings_is_not_resumed(world, tmp_path):

@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import random
 import shutil
 import time
@@ -214,8 +215,12 @@ class Checkpoint:
     def load(self) -> dict | None:
         if not self.path.exists():
             return None
-        state = torch.load(self.path, map_location="cpu", weights_only=False)
-        if state.get("fingerprint") != self.fp:
+        try:  # weights only: a planted pickle cannot run code here
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            log.warning("checkpoint %s is not a weights-only checkpoint (%s); starting over", self.path, err)
+            return None
+        if not isinstance(state, dict) or state.get("fingerprint") != self.fp:
             log.warning(
                 "checkpoint %s belongs to another run (settings or inputs changed); starting over", self.path
             )
