@@ -56,7 +56,12 @@ def test_defaults_are_filled():
     c = cfg.validate(
         {
             "sources": {"s": {"url": "https://x.org/a.tsv"}},
-            "datasets": {"d": {"corpus": {"source": "s", "format": "msmarco-tsv"}}},
+            "datasets": {
+                "d": {
+                    "corpus": {"source": "s", "format": "msmarco-tsv"},
+                    "train_pool": {"source": "s", "format": "tevatron"},
+                }
+            },
             "annotation": {"annotator": "m", "dataset": "d"},
             "llms": {"m": {"model": "x"}},
         }
@@ -188,6 +193,29 @@ def mistake(mutate):
             "config key 'experiments.x-stage1': the name is reserved",
         ),
         (lambda c: c["training"].update(gpus=1.5), "'training.gpus': expected an integer, got float 1.5"),
+        # a float that looks like a count still fails here, not in the job's int option
+        (lambda c: c["training"].update(gpus=2.0), "'training.gpus': expected an integer, got float 2.0"),
+        (lambda c: c["annotation"].update(shards=True), "'annotation.shards': expected an integer, got bool"),
+        (
+            lambda c: c["evaluation"]["measures"].update(msmarco=["RR@10", "MRR@10x"]),
+            "'evaluation.measures.msmarco.1': 'MRR@10x' is not an ir_measures measure",
+        ),
+        (
+            lambda c: c["evaluation"]["measures"].update(msmarco=["nDCG@"]),
+            "'evaluation.measures.msmarco.0': 'nDCG@' is not an ir_measures measure",
+        ),
+        (
+            lambda c: c["evaluation"]["measures"].update(msmarc=["RR@10"]),
+            "'evaluation.measures.msmarc': 'msmarc' is not defined in 'datasets'",
+        ),
+        (
+            lambda c: c["annotation"].update(dataset="dl19"),
+            "'annotation.dataset': dataset 'dl19' has no 'train_pool' to annotate",
+        ),
+        (
+            lambda c: c["evaluation"]["groups"].update(dl19=["dl20"]),
+            "'evaluation.groups.dl19': a group cannot share its name with a dataset",
+        ),
         (
             lambda c: c["datasets"].update({"bad name": {"beir": {"source": "beir-nq", "folder": "nq"}}}),
             "'datasets': 'bad name'",

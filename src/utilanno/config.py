@@ -66,7 +66,11 @@ def _with_defaults(base):
                     instance[key] = copy.deepcopy(sub["default"])
         yield from validate_properties(validator, properties, instance, schema)
 
-    return validators.extend(base, {"properties": set_defaults})
+    # a count is an int: JSON Schema's "integer" also admits 2.0, which a command's int option then rejects
+    strict_ints = base.TYPE_CHECKER.redefine(
+        "integer", lambda checker, value: isinstance(value, int) and not isinstance(value, bool)
+    )
+    return validators.extend(base, {"properties": set_defaults}, type_checker=strict_ints)
 
 
 _Filling = _with_defaults(Draft202012Validator)
@@ -192,9 +196,21 @@ def _cross_check(config: dict) -> list[str]:
         for i, name in enumerate(exp.get("evaluate", [])):
             if name not in datasets and name not in config["evaluation"]["groups"]:
                 ref(f"experiments.{ename}.evaluate.{i}", name, datasets, "datasets")
+    for group in config["evaluation"]["groups"]:
+        if group in datasets:
+            out.append(
+                f"config key 'evaluation.groups.{group}': a group cannot share its name with a dataset"
+            )
+    for dname, measures in config["evaluation"]["measures"].items():
+        ref(f"evaluation.measures.{dname}", dname, datasets, "datasets")
+        out += _measure_problems(f"evaluation.measures.{dname}", measures)
     ann = config["annotation"]
     ref("annotation.annotator", ann["annotator"], config["llms"], "llms")
     ref("annotation.dataset", ann["dataset"], datasets, "datasets")
+    if ann["dataset"] in datasets and "train_pool" not in datasets[ann["dataset"]]:
+        out.append(
+            f"config key 'annotation.dataset': dataset {ann['dataset']!r} has no 'train_pool' to annotate"
+        )
     for ename, exp in config["experiments"].items():
         # output folders that an experiment of this name would share with another system or stage
         if ename in RESERVED_EXPERIMENT_NAMES or ename.endswith("-stage1"):
@@ -271,6 +287,21 @@ def _cross_check(config: dict) -> list[str]:
             )
     for i, exp in enumerate(config["rag"]["experiments"]):
         ref(f"rag.experiments.{i}", exp, config["experiments"], "experiments")
+    return out
+
+
+def _measure_problems(key: str, measures: list[str]) -> list[str]:
+    """Measure names that ir_measures cannot parse (checked here, not hours later in the metrics job)."""
+    try:
+        import ir_measures
+    except ImportError:  # Snakemake runs without the eval extra: the metrics job still parses them
+        return []
+    out = []
+    for i, name in enumerate(measures):
+        try:
+            ir_measures.parse_measure(name)
+        except (ValueError, NameError, TypeError, AttributeError, SyntaxError) as err:
+            out.append(f"config key '{key}.{i}': {name!r} is not an ir_measures measure ({err})")
     return out
 
 
