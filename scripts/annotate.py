@@ -17,6 +17,7 @@ import polars as pl
 from utilanno import logs
 from utilanno.annotate import STEPS, engines, pools, prompts, replug
 from utilanno.annotate import steps as annotate
+from utilanno.annotate.model_identity import engine_id as model_engine_id
 from utilanno.atomic import atomic_text
 from utilanno.errors import InputFormatError
 
@@ -106,7 +107,7 @@ def step_cmd(
             )
     sampling = engines.Sampling.from_config(llm.get("sampling", {}))
     guide = prompt.output if llm.get("structured_output") and prompt.output != "answer" else None
-    engine_id = json.dumps({k: llm.get(k) for k in ("engine", "model", "dtype")}, sort_keys=True)
+    engine_id = model_engine_id(llm)  # the model folder's content too, not only its path
     with engines.create(llm, gpus=gpus, threads=threads) as engine:
         annotate.run_shard(step, tasks, engine, engine_id, sampling, guide, out, batch_queries)
 

@@ -12,6 +12,7 @@ import pytest
 from utilanno.annotate import STEPS, prompts
 from utilanno.annotate import steps as annotate
 from utilanno.annotate.engines import Engine, Generation, Sampling, guide_pattern
+from utilanno.annotate.model_identity import engine_id
 from utilanno.annotate.pools import POOL_PASSAGE
 
 PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
@@ -100,9 +101,11 @@ def text_of(docid: str) -> str:
     return prompts.format_passage(f"Title {docid}" if j % 2 else "", f"text of {docid} {{x}}")
 
 
-def _run(tasks, engine, out, sampling=None, batch=2, step="relsel", guide_kind="selection"):
+def _run(
+    tasks, engine, out, sampling=None, batch=2, step="relsel", guide_kind="selection", engine_id="fake-llm"
+):
     return annotate.run_shard(
-        step, tasks, engine, "fake-llm", sampling or Sampling(), guide_kind, out, batch_queries=batch
+        step, tasks, engine, engine_id, sampling or Sampling(), guide_kind, out, batch_queries=batch
     )
 
 
@@ -321,6 +324,25 @@ def test_resume_after_kill(relsel_tasks, reference, tmp_path):
     assert summary["prompt_tokens"] == sum(r["prompt_tokens"] for r in _lines(out))
     assert out.read_bytes() == reference
     assert not partial.exists()
+
+
+def test_weights_swapped_under_the_same_path_start_the_shard_over(
+    relsel_tasks, reference, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("UTILANNO_CACHE", str(tmp_path / "cache"))
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"weights A")
+    llm = {"engine": "vllm", "model": str(model), "dtype": "auto"}
+    out = tmp_path / "run" / "relsel.jsonl"
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        _run(relsel_tasks, FakeEngine(fail_on_call=3), out, engine_id=engine_id(llm))
+    (model / "model.safetensors").write_bytes(b"weights B")  # same path, same size, other weights
+    engine = FakeEngine()
+    summary = _run(relsel_tasks, engine, out, engine_id=engine_id(llm))
+    assert summary["resumed_batches"] == 0 and summary["queries_run"] == 5  # nothing of model A kept
+    assert out.read_bytes() == reference
 
 
 def test_resume_ignores_a_truncated_last_line(relsel_tasks, reference, tmp_path):

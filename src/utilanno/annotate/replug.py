@@ -26,6 +26,7 @@ import polars as pl
 
 from utilanno.annotate import engines
 from utilanno.annotate.engines import Engine, Generation, Sampling
+from utilanno.annotate.model_identity import engine_id as model_engine_id
 from utilanno.annotate.prompts import Prompt, format_passage, messages_hash
 from utilanno.annotate.prompts import load as load_prompt
 from utilanno.annotate.steps import Task, read_records, run_shard
@@ -202,7 +203,7 @@ def score_shard(
     if no_answer:
         log.warning("%s: %d of %d queries have no gold answer: not scored", pool_file, no_answer, len(tasks))
     # the settings that change scores; the prompt, passages and answers are in run_shard's fingerprint
-    engine_id = json.dumps({k: llm.get(k) for k in ("engine", "model", "dtype")}, sort_keys=True)
+    engine_id = model_engine_id(llm)  # the model folder's content too, not only its path
     if engine is None:  # ours to close; a given engine stays its owner's
         with engines.create(llm, gpus=gpus, threads=threads) as engine:
             summary = score(tasks, engine, engine_id, out, batch_queries)

@@ -21,6 +21,7 @@ import polars as pl
 
 from utilanno.annotate import engines, parsing
 from utilanno.annotate import steps as annotate
+from utilanno.annotate.model_identity import engine_id as model_engine_id
 from utilanno.annotate.pools import shard_of
 from utilanno.annotate.prompts import Prompt, format_passage, messages_hash
 from utilanno.atomic import atomic_path
@@ -135,7 +136,7 @@ def generate_shard(
     sampling = engines.Sampling(
         temperature=0.0, max_tokens=max_tokens, seed=llm.get("sampling", {}).get("seed", 0)
     )
-    engine_id = json.dumps({k: llm.get(k) for k in ("engine", "model", "dtype")}, sort_keys=True)
+    engine_id = model_engine_id(llm)  # the model folder's content too, not only its path
     work = tasks(mine, top, texts, prompt)
     with engines.create(llm, gpus=gpus, threads=threads) as engine:
         return annotate.run_shard("rag", work, engine, engine_id, sampling, None, out, batch_queries)
