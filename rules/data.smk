@@ -50,7 +50,10 @@ rule download:
     container:
         config["containers"]["data"]
     params:
-        where=lambda wc: cli(**{k: PLAN.source(wc.source).get(k) for k in ("path", "url", "md5", "sha256")}),
+        where=lambda wc: cli(
+            **{k: PLAN.source(wc.source).get(k) for k in ("path", "url", "md5", "sha256")},
+            manifest=f"{PLAN.downloads}/manifest.json",
+        ),
     shell:
         "python {input.script:q} download {params.where:q} --dest {output:q} > {log:q} 2>&1"
 

@@ -27,7 +27,7 @@ def _fail_cleanly(fn):
     def run(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (InputFormatError, download.ChecksumError, FileNotFoundError) as err:
+        except (InputFormatError, download.ChecksumError, download.DownloadError, FileNotFoundError) as err:
             log.error("%s", err)
             raise click.ClickException(str(err)) from None
 
@@ -62,12 +62,20 @@ def with_raw(fn):
 @click.option("--md5", default=None)
 @click.option("--sha256", default=None)
 @click.option("--retries", default=5, show_default=True)
+@click.option(
+    "--manifest",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="JSON of size and sha256 per source without a checksum: recorded on first download, then verified.",
+)
 @_fail_cleanly
-def download_cmd(url, local, dest, md5, sha256, retries):
-    """Fetch one source resumably and verify its checksum(s)."""
+def download_cmd(url, local, dest, md5, sha256, retries, manifest):
+    """Fetch one source resumably and verify its checksum(s) (or its manifest entry)."""
     if (url is None) == (local is None):
         raise click.UsageError("give exactly one of --url or --path")
-    download.fetch(url, local, dest, md5=md5 or None, sha256=sha256 or None, retries=retries)
+    download.fetch(
+        url, local, dest, md5=md5 or None, sha256=sha256 or None, retries=retries, manifest=manifest
+    )
 
 
 @cli.command("corpus")

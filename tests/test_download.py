@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import re
 import threading
@@ -43,6 +44,25 @@ class RangeHandler(BaseHTTPRequestHandler):
             return
         data, start, status = srv.payload, 0, 200
         wanted = self.headers.get("Range")
+        if wanted and srv.range_from is not None:  # a 206 that does not start where it was asked to
+            body = data[srv.range_from :]
+            self.send_response(206)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Range", f"bytes {srv.range_from}-{len(data) - 1}/{len(data)}")
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        if srv.chunked_cuts > 0:  # chunked transfer encoding, cut short before the last chunk
+            with srv.lock:
+                srv.chunked_cuts -= 1
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            half = data[: len(data) // 2]
+            self.wfile.write(f"{len(half):x}\r\n".encode() + half + b"\r\n")
+            self.wfile.flush()
+            self.close_connection = True
+            return
         if wanted and srv.honor_range:
             m = re.fullmatch(r"bytes=(\d+)-", wanted)
             assert m, wanted
@@ -80,6 +100,8 @@ class FileServer(ThreadingHTTPServer):
         self.honor_range = True
         self.drops = 0
         self.fail_with: list[int] = []
+        self.range_from: int | None = None
+        self.chunked_cuts = 0
 
     @property
     def url(self) -> str:
@@ -315,3 +337,99 @@ def test_http_connection_refused_is_retried(tmp_path, sleeps):
     with pytest.raises(RuntimeError, match="giving up after 1 retries"):
         download.fetch(url, None, tmp_path / "out.bin", retries=1, timeout=5)
     assert sleeps == [2]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Bodies that must never be published
+
+
+def test_http_short_body_every_time_publishes_nothing(tmp_path, server, sleeps):
+    server.drops = 100  # Content-Length promised, a third of the body sent, connection closed
+    dest = tmp_path / "out.bin"
+    with pytest.raises(RuntimeError, match="giving up after 2 retries"):
+        download.fetch(server.url, None, dest, retries=2, manifest=tmp_path / "manifest.json")
+    assert not dest.exists() and not (tmp_path / "manifest.json").exists()
+
+
+def test_http_stale_part_larger_than_the_file_starts_over(tmp_path, server, sleeps):
+    dest = tmp_path / "out.bin"
+    part_of(dest).write_bytes(PAYLOAD + b"stale tail of an older, longer file")
+    download.fetch(server.url, None, dest)  # no checksum: only the 416's size tells the part is wrong
+    assert dest.read_bytes() == PAYLOAD
+    assert [r["range"] for r in server.requests] == [f"bytes={len(PAYLOAD) + 35}-", None]
+
+
+def test_http_206_from_byte_zero_starts_over(tmp_path, server, sleeps):
+    server.range_from = 0
+    dest = tmp_path / "out.bin"
+    part_of(dest).write_bytes(PAYLOAD[:5000])
+    download.fetch(server.url, None, dest)
+    assert dest.read_bytes() == PAYLOAD  # not PAYLOAD[:5000] + PAYLOAD
+
+
+def test_http_206_from_another_offset_is_refused(tmp_path, server, sleeps):
+    server.range_from = 7000
+    dest = tmp_path / "out.bin"
+    part_of(dest).write_bytes(PAYLOAD[:5000])
+    with pytest.raises(RuntimeError, match="asked for bytes from 5000, got a range from 7000"):
+        download.fetch(server.url, None, dest, retries=1)
+    assert not dest.exists() and part_of(dest).read_bytes() == PAYLOAD[:5000]
+
+
+def test_http_chunked_transfer_cut_short_is_retried(tmp_path, server, sleeps):
+    server.chunked_cuts = 1
+    dest = tmp_path / "out.bin"
+    download.fetch(server.url, None, dest, retries=2)
+    assert dest.read_bytes() == PAYLOAD and sleeps == [2]
+
+
+def test_chunked_transfer_cut_short_every_time_publishes_nothing(tmp_path, server, sleeps):
+    server.chunked_cuts = 100
+    dest = tmp_path / "out.bin"
+    with pytest.raises(RuntimeError, match="giving up after 1 retries"):
+        download.fetch(server.url, None, dest, retries=1)
+    assert not dest.exists()
+
+
+def test_manifest_records_the_first_download_and_refuses_a_changed_file(tmp_path, server, sleeps):
+    manifest = tmp_path / "downloads" / "manifest.json"
+    download.fetch(server.url, None, tmp_path / "a.bin", manifest=manifest)
+    assert json.loads(manifest.read_text()) == {server.url: {"size": len(PAYLOAD), "sha256": SHA256}}
+    download.fetch(server.url, None, tmp_path / "b.bin", manifest=manifest)  # same bytes: accepted
+    server.payload = PAYLOAD[:-1] + b"X"
+    with pytest.raises(ChecksumError, match="differs from its first download"):
+        download.fetch(server.url, None, tmp_path / "c.bin", manifest=manifest)
+    assert not (tmp_path / "c.bin").exists() and not part_of(tmp_path / "c.bin").exists()
+
+
+def test_manifest_covers_local_copies(tmp_path, source):
+    manifest = tmp_path / "manifest.json"
+    download.fetch(None, str(source), tmp_path / "a", manifest=manifest)
+    assert json.loads(manifest.read_text())[str(source.resolve())]["sha256"] == SHA256
+    source.write_bytes(PAYLOAD[::-1])
+    with pytest.raises(ChecksumError, match="differs from its first download"):
+        download.fetch(None, str(source), tmp_path / "b", manifest=manifest)
+    assert not (tmp_path / "b").exists()
+
+
+def test_configured_checksums_take_precedence_over_the_manifest(tmp_path, server, sleeps):
+    manifest = tmp_path / "manifest.json"
+    download.fetch(server.url, None, tmp_path / "a.bin", sha256=SHA256, manifest=manifest)
+    assert not manifest.exists()  # verified against the published checksum; nothing to record
+
+
+def test_cli_reports_an_http_error_as_one_line_with_url_and_status(tmp_path, server, sleeps):
+    import importlib.util
+
+    from click.testing import CliRunner
+
+    spec = importlib.util.spec_from_file_location(
+        "data_cli", Path(__file__).parents[1] / "scripts" / "data.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    url = server.url.replace("data.bin", "missing.bin")
+    result = CliRunner().invoke(module.cli, ["download", "--url", url, "--dest", str(tmp_path / "x")])
+    assert result.exit_code == 1 and result.exception.__class__ is SystemExit
+    assert result.output.strip() == f"Error: {url}: HTTP 404 Not Found"
+    assert not (tmp_path / "x").exists()
