@@ -12,19 +12,19 @@ from __future__ import annotations
 import json
 
 import click
-import polars as pl
 
-from utilanno import logs
+from utilanno import logs, tables
 from utilanno.annotate import STEPS, engines, pools, prompts, replug
 from utilanno.annotate import steps as annotate
 from utilanno.annotate.model_identity import engine_id as model_engine_id
 from utilanno.atomic import atomic_text
+from utilanno.cli import StageGroup
 from utilanno.errors import InputFormatError
 
 log = logs.setup("annotate")
 
 
-@click.group()
+@click.group(cls=StageGroup)
 def cli():
     """LLM annotation of candidate pools (RelSel -> pseudo answer -> UtilSel | UtilRank)."""
 
@@ -90,7 +90,7 @@ def step_cmd(
         raise click.ClickException(
             f"{prompt_file}: output is {prompt.output!r}, step {step} needs {expected!r}"
         )
-    rows = pl.read_parquet(pool_file)
+    rows = tables.read_parquet(pool_file)
     if step == "relsel":
         tasks = annotate.relsel_tasks(rows, prompt, passage_words)
     else:

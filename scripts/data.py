@@ -13,6 +13,7 @@ import functools
 import click
 
 from utilanno import logs
+from utilanno.cli import StageGroup
 from utilanno.data import convert, download, gold_answers, train_pool
 from utilanno.errors import InputFormatError
 from utilanno.testing import tinyworld
@@ -34,7 +35,7 @@ def _fail_cleanly(fn):
     return run
 
 
-@click.group()
+@click.group(cls=StageGroup)
 def cli():
     """Data stage of the utility-annotation workflow."""
 

@@ -17,13 +17,14 @@ import click
 
 from utilanno import logs
 from utilanno.atomic import atomic_path
+from utilanno.cli import StageGroup
 from utilanno.errors import InputFormatError
 
 log = logs.setup("evaluate")
 FILE = click.Path(exists=True, dir_okay=False)
 
 
-@click.group()
+@click.group(cls=StageGroup)
 def cli():
     """Encoding, search, BM25 and metrics."""
 

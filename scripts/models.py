@@ -21,6 +21,7 @@ from pathlib import Path
 import click
 
 from utilanno import logs
+from utilanno.cli import StageGroup
 from utilanno.testing import realmodels, tinymodels
 
 log = logs.setup("models")
@@ -83,7 +84,7 @@ def _read_corpus(path: str | None) -> list[str] | None:
     return texts
 
 
-@click.group()
+@click.group(cls=StageGroup)
 def cli():
     """Models for the utility-annotation workflow that need no model hub."""
     _quiet_transformers()

@@ -15,13 +15,14 @@ from pathlib import Path
 import click
 
 from utilanno import logs
+from utilanno.cli import StageGroup
 from utilanno.errors import InputFormatError
 
 log = logs.setup("rag")
 FILE = click.Path(exists=True, dir_okay=False)
 
 
-@click.group()
+@click.group(cls=StageGroup)
 def cli():
     """Retrieval-augmented answers and their QA metrics (PAPER-SPEC G)."""
 

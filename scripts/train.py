@@ -17,22 +17,23 @@ from pathlib import Path
 import click
 import polars as pl
 
-from utilanno import logs
+from utilanno import logs, tables
 from utilanno.atomic import atomic_path
+from utilanno.cli import StageGroup
 from utilanno.errors import InputFormatError
 from utilanno.train import labels
 
 log = logs.setup("train")
 
 
-@click.group()
+@click.group(cls=StageGroup)
 def cli():
     """Label sets and dense-retriever training."""
 
 
 def read_pools(files: list[str]) -> pl.DataFrame:
     """qid, human positives and the pool's docids (what the annotator saw) from the pool shards."""
-    frames = [pl.read_parquet(f, columns=["qid", "positives", "passages"]) for f in files]
+    frames = [tables.read_parquet(f, columns=["qid", "positives", "passages"]) for f in files]
     return pl.concat(frames).select(
         "qid", "positives", pool=pl.col("passages").list.eval(pl.element().struct.field("docid"))
     )
@@ -64,7 +65,7 @@ def labels_cmd(pool_files, kind, merged, human_positive, human_fraction, subset,
     if base != "human":
         if merged is None:
             raise click.UsageError(f"{kind} labels need --merged (the annotation table)")
-        llm = labels.llm_positives("utilsel" if base == "union" else base, pl.read_parquet(merged), k)
+        llm = labels.llm_positives("utilsel" if base == "union" else base, tables.read_parquet(merged), k)
     try:
         table = labels.build(pools, base, llm, human_positive, human_fraction, seed)
     except ValueError as err:

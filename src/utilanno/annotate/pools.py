@@ -10,6 +10,7 @@ from pathlib import Path
 
 import polars as pl
 
+from utilanno import tables
 from utilanno.atomic import atomic_path
 from utilanno.errors import InputFormatError
 
@@ -68,7 +69,7 @@ def build(
     Columns: qid, query, positive (the human positive shown to the LLM), positives (all human positives),
     passages (list of docid/title/text in prompt order), windows (list of lists of pool positions).
     """
-    src = pl.read_parquet(pool_input)
+    src = tables.read_parquet(pool_input)
     shards = len(outs)
     rows, short = [], 0
     for qid, query, positives, negs in src.select("qid", "query", "positives", "negatives").iter_rows():
@@ -113,7 +114,7 @@ def build(
         part = table.filter(pl.col("shard") == k).drop("shard")
         needed = part["pool"].explode().unique()
         texts = (
-            pl.scan_parquet(corpus)
+            tables.scan_parquet(corpus)
             .filter(pl.col("docid").is_in(needed.implode()))
             .select("docid", "title", "text")
             .collect()

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import polars as pl
 
+from utilanno import tables
 from utilanno.annotate import engines
 from utilanno.annotate.engines import Engine, Generation, Sampling
 from utilanno.annotate.model_identity import engine_id as model_engine_id
@@ -66,7 +67,7 @@ def pick_answer(answers: list[str] | None, choice: str = "first") -> str | None:
 
 def read_answers(path: str | Path) -> dict[str, list[str]]:
     """An answers table (qid, answers: list of strings), as gold_answers.convert_answers writes it."""
-    table = pl.read_parquet(path)
+    table = tables.read_parquet(path)
     missing = [c for c in ("qid", "answers") if c not in table.columns]
     if missing:
         raise InputFormatError(str(path), None, f"missing columns {missing}; expected qid and answers")
@@ -198,7 +199,7 @@ def score_shard(
     kind = llm.get("engine", "vllm")
     if engine is None and kind == "openai":
         raise NotImplementedError(engines.OPENAI_NO_SCORES)
-    pools = pl.read_parquet(pool_file)
+    pools = tables.read_parquet(pool_file)
     tasks, no_answer = replug_tasks(pools, read_answers(answers_file), prompt, passage_words, answer)
     if no_answer:
         log.warning("%s: %d of %d queries have no gold answer: not scored", pool_file, no_answer, len(tasks))
@@ -269,7 +270,7 @@ def merge(
                 raise InputFormatError(str(f), None, f"query {qid!r} is in more than one shard")
             records[qid] = rec
     if pool_files:
-        pooled = {q for f in pool_files for q in pl.read_parquet(f, columns=["qid"])["qid"].to_list()}
+        pooled = {q for f in pool_files for q in tables.read_parquet(f, columns=["qid"])["qid"].to_list()}
         missing = pooled - set(records)
         if missing:
             raise ValueError(

@@ -20,6 +20,7 @@ from pathlib import Path
 import polars as pl
 from tqdm import tqdm
 
+from utilanno import tables
 from utilanno.annotate import parsing
 from utilanno.annotate.engines import Engine, Sampling, guide_pattern
 from utilanno.annotate.prompts import Prompt, format_passage, messages_hash
@@ -157,12 +158,8 @@ def utility_tasks(
 
 
 def read_records(path: str | Path) -> dict[str, dict]:
-    out = {}
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            rec = json.loads(line)
-            out[rec["qid"]] = rec
-    return out
+    """A step's shard (one JSON record per query), by query id; a damaged line is named."""
+    return tables.read_jsonl(path)
 
 
 def fingerprint(step: str, tasks: list[Task], engine_id: str, sampling: Sampling, batch: int) -> str:
@@ -316,7 +313,7 @@ def merge(
     records = [r for f in shard_files for r in read_records(f).values()]
     human = {}
     for f in pool_files:
-        for qid, pos in pl.read_parquet(f, columns=["qid", "positive"]).iter_rows():
+        for qid, pos in tables.read_parquet(f, columns=["qid", "positive"]).iter_rows():
             human[qid] = pos
     missing = set(human) - {r["qid"] for r in records}
     if missing:

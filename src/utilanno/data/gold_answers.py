@@ -8,6 +8,7 @@ import string
 
 import polars as pl
 
+from utilanno import tables
 from utilanno.data.convert import Counts, json_rows, require
 
 from ..atomic import atomic_path
@@ -111,7 +112,7 @@ def convert_answers(path, member, fmt: str, queries_path, out) -> Counts:
     if fmt not in ANSWER_FORMATS:
         raise ValueError(f"unknown answers format {fmt!r} (expected one of {sorted(ANSWER_FORMATS)})")
     name = display_name(path, member)
-    queries = pl.read_parquet(queries_path)
+    queries = tables.read_parquet(queries_path)
     counts = Counts()
     found = ANSWER_FORMATS[fmt](path, member, name, queries, counts)
     rows = (

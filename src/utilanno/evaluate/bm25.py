@@ -34,6 +34,7 @@ from pathlib import Path
 
 import polars as pl
 
+from utilanno import tables
 from utilanno.atomic import atomic_dir
 
 log = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ def index(corpus_parquet: str | os.PathLike, index_dir: str | os.PathLike, threa
 
 def _check_corpus(corpus_parquet: Path) -> int:
     """Count the documents; refuse null or repeated docids (Anserini would index both copies)."""
-    ids = pl.scan_parquet(corpus_parquet).select("docid").collect()["docid"]
+    ids = tables.scan_parquet(corpus_parquet).select("docid").collect()["docid"]
     if ids.null_count():
         raise ValueError(f"{corpus_parquet}: {ids.null_count()} rows without a docid")
     repeated = ids.filter(ids.is_duplicated())
@@ -161,7 +162,7 @@ def _check_corpus(corpus_parquet: Path) -> int:
 def _write_json_collection(corpus_parquet: Path, folder: Path, n: int, parts: int) -> None:
     """Write the corpus as `parts` JSONL files of {"id", "contents"}, streaming one slice at a time."""
     contents = pl.col("title").fill_null("") + " " + pl.col("text").fill_null("")
-    docs = pl.scan_parquet(corpus_parquet).select(id="docid", contents=contents)
+    docs = tables.scan_parquet(corpus_parquet).select(id="docid", contents=contents)
     for part in range(parts):
         start, stop = part * n // parts, (part + 1) * n // parts
         if stop > start:
@@ -245,7 +246,7 @@ def search(
 
 def _read_queries(path: Path) -> pl.DataFrame:
     """qid, text with each whitespace run made one space: the topic file holds one query per TSV line."""
-    queries = pl.read_parquet(path, columns=["qid", "text"])
+    queries = tables.read_parquet(path, columns=["qid", "text"])
     if queries["qid"].null_count():
         raise ValueError(f"{path}: {queries['qid'].null_count()} queries without a qid")
     repeated = queries.filter(pl.col("qid").is_duplicated())

@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from utilanno import tables
 from utilanno.atomic import atomic_path
+from utilanno.errors import InputFormatError
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +40,17 @@ def save_embeddings(emb: np.ndarray, ids: list[str], npy: str | Path, ids_file: 
 
 
 def load_embeddings(npy: str | Path, ids_file: str | Path) -> tuple[np.ndarray, list[str]]:
-    emb = np.load(npy)
+    try:
+        emb = np.load(npy, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:  # cut short, or not an .npy file
+        raise InputFormatError(str(npy), None, f"not a readable embeddings file ({err}); delete it") from None
     ids = Path(ids_file).read_text(encoding="utf-8").splitlines()
     if emb.ndim != 2 or emb.shape[0] != len(ids):
-        raise ValueError(f"{npy}: {emb.shape} embeddings do not match the {len(ids)} ids of {ids_file}")
+        raise InputFormatError(
+            str(npy),
+            None,
+            f"{emb.shape} embeddings do not match the {len(ids)} ids of {ids_file}; delete both",
+        )
     return emb, ids
 
 
@@ -65,10 +74,10 @@ def encode_corpus(
     """Encode one shard of a corpus table (docid, title, text) with a trained retriever."""
     from utilanno.train.encoder import Encoder, encode, read_settings
 
-    n = pl.scan_parquet(corpus).select(pl.len()).collect().item()
+    n = tables.scan_parquet(corpus).select(pl.len()).collect().item()
     start, end = shard_rows(n, shard, shards)
     # only this shard's rows are read: a shard job of an 8.8M corpus never holds the whole table
-    part = pl.scan_parquet(corpus).select("docid", "title", "text").slice(start, end - start).collect()
+    part = tables.scan_parquet(corpus).select("docid", "title", "text").slice(start, end - start).collect()
     settings = read_settings(model_dir)
     length = max_len or settings.get("passage_max_len", 140)
     device = _device(gpus)
@@ -96,7 +105,7 @@ def encode_queries(
 ) -> int:
     from utilanno.train.encoder import Encoder, encode, read_settings
 
-    table = pl.read_parquet(queries, columns=["qid", "text"])
+    table = tables.read_parquet(queries, columns=["qid", "text"])
     length = read_settings(model_dir).get("query_max_len", 32)
     device = _device(gpus)
     enc = Encoder(model_dir).to(device)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
+from utilanno import tables
 from utilanno.evaluate.metrics import group_mean, paired_ttest, summarize
 
 TABLE = {
@@ -47,7 +48,7 @@ def build(spec: dict) -> tuple[pl.DataFrame, pl.DataFrame]:
         path = folder / f"{system}.parquet"
         if not path.exists():
             raise ValueError(f"missing metrics file {path}")
-        table = pl.read_parquet(path)
+        table = tables.read_parquet(path)
         for dataset in spec["datasets"][system]:
             mine = table.filter(pl.col("dataset") == dataset).drop("dataset")
             if mine.is_empty():

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import polars as pl
 
+from utilanno import tables
 from utilanno.annotate import engines, parsing
 from utilanno.annotate import steps as annotate
 from utilanno.annotate.model_identity import engine_id as model_engine_id
@@ -39,8 +40,8 @@ BERTSCORE = "BERTScore"
 
 def answerable(queries_file, answers_file) -> tuple[pl.DataFrame, int]:
     """(qid, query, answers) of the split's queries that have gold answers, by qid; and the split's size."""
-    queries = pl.read_parquet(queries_file, columns=["qid", "text"]).rename({"text": "query"})
-    answers = pl.read_parquet(answers_file, columns=["qid", "answers"])
+    queries = tables.read_parquet(queries_file, columns=["qid", "text"]).rename({"text": "query"})
+    answers = tables.read_parquet(answers_file, columns=["qid", "answers"])
     unknown = answers.join(queries, on="qid", how="anti")
     if unknown.height:
         raise ValueError(
@@ -61,7 +62,7 @@ def top_passages(run_file, qids: list[str], k: int) -> dict[str, list[str]]:
 def passage_texts(corpus_file, docids: set[str]) -> dict[str, str]:
     """`title text` of the given docids; only those rows are kept (an 8.8M-passage corpus is never held)."""
     rows = (
-        pl.scan_parquet(corpus_file)
+        tables.scan_parquet(corpus_file)
         .select("docid", "title", "text")
         .filter(pl.col("docid").is_in(list(docids)))
         .collect()

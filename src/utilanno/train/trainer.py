@@ -26,10 +26,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import polars as pl
 import torch
 import torch.distributed as dist
 
+from utilanno import tables
 from utilanno.atomic import atomic_dir, atomic_path
 from utilanno.train import losses
 from utilanno.train.encoder import Encoder
@@ -85,7 +85,7 @@ def load_pool_texts(pool_files: list) -> tuple[dict[str, str], dict[str, tuple[s
     queries: dict[str, str] = {}
     passages: dict[str, tuple[str, str]] = {}
     for f in pool_files:
-        for qid, query, ps in pl.read_parquet(f, columns=["qid", "query", "passages"]).iter_rows():
+        for qid, query, ps in tables.read_parquet(f, columns=["qid", "query", "passages"]).iter_rows():
             queries[qid] = query
             for p in ps:
                 passages[p["docid"]] = (p["title"], p["text"])
@@ -94,7 +94,7 @@ def load_pool_texts(pool_files: list) -> tuple[dict[str, str], dict[str, tuple[s
 
 def load_queries(labels_file, queries: dict[str, str], soft: bool) -> tuple[list[Query], dict]:
     """Training queries from a label table: (qid, docid, label) or, for REPLUG, (qid, docid, utility)."""
-    table = pl.read_parquet(labels_file)
+    table = tables.read_parquet(labels_file)
     need = {"qid", "docid", "utility" if soft else "label"}
     if missing := need - set(table.columns):
         raise ValueError(f"{labels_file}: missing columns {sorted(missing)} (have {table.columns})")
