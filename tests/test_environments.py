@@ -134,3 +134,15 @@ def test_every_env_and_container_installs_the_workflow_package(family):
     assert re.search(r"^%files\n(    .+\n)*    src /opt/utilanno/src\n", text, flags=re.M), family
     assert re.search(r"pip install --no-cache-dir --no-deps /opt/utilanno$", text, flags=re.M), family
     assert "import utilanno" in text.split("%test", 1)[1], family
+
+
+@pytest.mark.parametrize("family", ["llm", "train"])
+def test_gpu_images_and_wheels_agree_on_cuda(family):
+    """torch 2.13.0 and vLLM 0.32 wheels bring CUDA 13 libraries: a CUDA base image must be 13.x (or none),
+    and the image states the driver it needs."""
+    text = (REPO / "containers" / f"{family}.def").read_text()
+    base = re.search(r"^From: (\S+)", text, flags=re.M)[1]
+    cuda = re.match(r"nvidia/cuda:(\d+)\.", base)
+    assert cuda is None or cuda[1] == "13", base
+    assert "torch==2.13.0" in text or "vllm==0.32.0" in text
+    assert "driver >= 580" in text
