@@ -130,4 +130,5 @@ rule train:
     shell:
         "python {input.script:q} train --init {params.init:q} --labels {input.labels:q} {params.pools:q}"
         " --settings {params.settings:q} --checkpoint-dir {params.checkpoints:q} --processes {params.nproc:q}"
+        " --gpus {resources.gpu}"
         " --threads {threads} --out {output:q} > {log:q} 2>&1"

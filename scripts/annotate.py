@@ -20,6 +20,7 @@ from utilanno.annotate.model_identity import engine_id as model_engine_id
 from utilanno.atomic import atomic_text
 from utilanno.cli import StageGroup
 from utilanno.errors import InputFormatError
+from utilanno.gpus import claim as claim_gpus
 
 log = logs.setup("annotate")
 
@@ -75,6 +76,7 @@ def step_cmd(
     step, pool_file, prompt_file, llm_json, relsel, answers, passage_words, gpus, threads, batch_queries, out
 ):
     """Run one annotation step over one pool shard (resumable)."""
+    claim_gpus(gpus or 0)
     llm = json.loads(llm_json)
     try:
         prompt = prompts.load(prompt_file)
@@ -148,6 +150,7 @@ def replug_cmd(
     pool_file, answers_file, prompt_file, llm_json, answer, passage_words, gpus, threads, batch_queries, out
 ):
     """REPLUG utilities of one pool shard: log P(gold answer | query, passage) per passage (resumable)."""
+    claim_gpus(gpus or 0)
     try:
         replug.score_shard(
             pool_file,

@@ -19,6 +19,7 @@ from utilanno import logs
 from utilanno.atomic import atomic_path
 from utilanno.cli import StageGroup
 from utilanno.errors import InputFormatError
+from utilanno.gpus import claim as claim_gpus
 
 log = logs.setup("evaluate")
 FILE = click.Path(exists=True, dir_okay=False)
@@ -45,6 +46,7 @@ def _fail(err: Exception):
 @click.option("--ids", "ids_out", required=True, type=click.Path(dir_okay=False))
 def encode_corpus_cmd(model, corpus, shard, shards, batch_size, gpus, threads, out, ids_out):
     """Encode one corpus shard (float16 .npy + ids)."""
+    claim_gpus(gpus or 0)
     from utilanno.evaluate import dense as index
 
     _threads(threads)
@@ -74,6 +76,7 @@ def search_cmd(
     model, queries, shards, depth, index_factory, batch_size, gpus, threads, tag, queries_out, out
 ):
     """Encode the queries, then top-depth passages per query over all corpus shards -> TREC run."""
+    claim_gpus(gpus or 0)
     from utilanno.evaluate import dense as index
     from utilanno.evaluate import runfiles as runs
 

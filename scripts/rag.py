@@ -17,6 +17,7 @@ import click
 from utilanno import logs
 from utilanno.cli import StageGroup
 from utilanno.errors import InputFormatError
+from utilanno.gpus import claim as claim_gpus
 
 log = logs.setup("rag")
 FILE = click.Path(exists=True, dir_okay=False)
@@ -61,6 +62,7 @@ def generate_cmd(
     out,
 ):
     """Answer one shard of a dataset's answerable queries, greedily (resumable)."""
+    claim_gpus(gpus or 0)
     from utilanno.annotate import prompts
     from utilanno.rag import generate as rag
 

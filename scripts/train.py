@@ -21,6 +21,7 @@ from utilanno import logs, tables
 from utilanno.atomic import atomic_path
 from utilanno.cli import StageGroup
 from utilanno.errors import InputFormatError
+from utilanno.gpus import claim as claim_gpus
 from utilanno.train import labels
 
 log = logs.setup("train")
@@ -106,10 +107,12 @@ def _torchrun(nproc: int) -> None:
 @click.option(
     "--processes", "nproc", default=1, show_default=True, help="Processes (GPUs) of the job; > 1: torchrun."
 )
+@click.option("--gpus", default=0, show_default=True, help="GPUs of the job (claimed on a local machine).")
 @click.option("--threads", default=None, type=int, help="torch CPU threads per process.")
 @click.option("--out", required=True, type=click.Path(file_okay=False))
-def train_cmd(init_model, labels_file, pool_files, settings_json, checkpoint_dir, nproc, threads, out):
+def train_cmd(init_model, labels_file, pool_files, settings_json, checkpoint_dir, nproc, gpus, threads, out):
     """Train a retriever on one label set; resumes from --checkpoint-dir after a kill."""
+    claim_gpus(gpus)
     if nproc > 1 and "LOCAL_RANK" not in os.environ:
         _torchrun(nproc)
     import torch
