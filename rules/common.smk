@@ -123,6 +123,12 @@ def eval_resources(key, attempt=1):
     return {"gpu": ev["gpus"], "mem_mb": ev["mem_mb"] * attempt, "runtime": ev["runtime"] * attempt}[key]
 
 
+def embeddings(path):
+    """Embeddings are read only by search: temporary unless evaluation.keep_embeddings (the paper grid's
+    corpus embeddings would take about 1.5 TB of scratch)."""
+    return path if config["evaluation"]["keep_embeddings"] else temp(path)
+
+
 def eval_queries(wc):
     """Input function: the queries table of a dataset's evaluation split."""
     return f"{PLAN.data_dir(wc.eval_dataset)}/queries-{PLAN.eval_split(wc.eval_dataset)}.parquet"

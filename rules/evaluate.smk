@@ -20,8 +20,8 @@ rule encode_corpus:
         corpus=f"{RESULTS}/data/{{owner}}/corpus.parquet",
         script=script("evaluate.py"),
     output:
-        emb=f"{RESULTS}/index/{{experiment}}/{{owner}}/corpus-{{k}}.npy",
-        ids=f"{RESULTS}/index/{{experiment}}/{{owner}}/corpus-{{k}}.ids",
+        emb=embeddings(f"{RESULTS}/index/{{experiment}}/{{owner}}/corpus-{{k}}.npy"),
+        ids=embeddings(f"{RESULTS}/index/{{experiment}}/{{owner}}/corpus-{{k}}.ids"),
     log:
         f"{LOGS}/encode_corpus/{{experiment}}/{{owner}}-{{k}}.log",
     benchmark:
@@ -53,8 +53,8 @@ rule search:
         script=script("evaluate.py"),
     output:
         run=f"{RESULTS}/runs/{{experiment}}/{{eval_dataset}}.trec",
-        emb=f"{RESULTS}/index/{{experiment}}/{{eval_dataset}}/queries.npy",
-        ids=f"{RESULTS}/index/{{experiment}}/{{eval_dataset}}/queries.ids",
+        emb=embeddings(f"{RESULTS}/index/{{experiment}}/{{eval_dataset}}/queries.npy"),
+        ids=embeddings(f"{RESULTS}/index/{{experiment}}/{{eval_dataset}}/queries.ids"),
     log:
         f"{LOGS}/search/{{experiment}}/{{eval_dataset}}.log",
     benchmark:

@@ -118,7 +118,9 @@ def test_container_definition(family):
     for name in NO_DEPS_BY_FAMILY.get(family, ()):
         line = f"--no-deps {name}=={NO_DEPS[name]}"
         assert line in post, f"containers/{family}.def: {line}"
-        assert line in (REPO / "envs" / f"{family}.post-deploy.sh").read_text(), f"envs/{family}.post-deploy.sh"
+        assert line in (REPO / "envs" / f"{family}.post-deploy.sh").read_text(), (
+            f"envs/{family}.post-deploy.sh"
+        )
 
 
 def test_every_rule_uses_a_known_env_and_container():

@@ -63,3 +63,12 @@ def test_bm25_finds_the_tiny_world_passages(tiny):
         (pl.col("system") == "bm25") & (pl.col("dataset") == "msmarco") & (pl.col("measure") == "RR@10")
     )
     assert rr["value"][0] > 0.8
+
+
+def test_no_embedding_outlives_its_last_reader(tiny):
+    """evaluation.keep_embeddings is false: search read them, Snakemake deleted them (temp())."""
+    results, p, cfg = tiny
+    assert cfg["evaluation"]["keep_embeddings"] is False
+    assert (results / "runs").is_dir()
+    left = sorted(str(f.relative_to(results)) for f in (results / "index").rglob("*") if f.is_file())
+    assert left == [], left
