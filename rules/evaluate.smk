@@ -153,7 +153,9 @@ rule metrics:
                 for d, r, q in zip(PLAN.eval_datasets(wc.system), input.runs, input.qrels)
             ]
         ),
-        spec=lambda wc: json.dumps({d: PLAN.measures(d) for d in PLAN.eval_datasets(wc.system)}),
+        spec=lambda wc: json.dumps(
+            {d: PLAN.measures(d) for d in PLAN.eval_datasets(wc.system)}, sort_keys=True
+        ),
     shell:
         "python {input.script:q} metrics {params.evals:q} --spec {params.spec:q} --out {output:q} > {log:q} 2>&1"
 
@@ -184,6 +186,7 @@ rule results_table:
                 "baselines": PLAN.baselines(),
                 "alpha": EVAL["significance"],
             },
+            sort_keys=True,
         ),
     shell:
         "python {input.script:q} table --spec {params.spec:q} --out {output.table:q}"

@@ -73,7 +73,7 @@ rule rag_metrics:
         runtime=lambda wc, attempt: 60 * attempt,
     params:
         opts=lambda wc, input: cli(
-            dataset=[(d, o["metrics"], *PLAN.rag_tables(d)) for d, o in RAG["datasets"].items()],
+            dataset=[(d, o["metrics"], *PLAN.rag_tables(d)) for d, o in sorted(RAG["datasets"].items())],
             shard=list(input.shards),
             bertscore_model=PLAN.resolve(RAG["bertscore_model"]) if RAG["bertscore_model"] else None,
             bertscore_layer=RAG["bertscore_layer"],
@@ -104,10 +104,11 @@ rule rag_table:
             {
                 "metrics": f"{RESULTS}/rag/metrics",
                 "systems": PLAN.rag_systems(),
-                "datasets": {s: list(RAG["datasets"]) for s in PLAN.rag_systems()},
+                "datasets": {s: sorted(RAG["datasets"]) for s in PLAN.rag_systems()},
                 "baselines": PLAN.rag_baselines(),
                 "alpha": EVAL["significance"],
             },
+            sort_keys=True,
         ),
     shell:
         "python {input.script:q} table --spec {params.spec:q} --out {output.table:q}"

@@ -145,8 +145,9 @@ def _closure(dists: set[str]) -> set[str]:
 def env_modules(family: str) -> set[str]:
     env = yaml.safe_load((REPO / "envs" / f"{family}.yaml").read_text())
     pins = {re.split(r"[=<>!~ ]", p)[0] for d in env["dependencies"] if isinstance(d, dict) for p in d["pip"]}
-    deploy = (REPO / "envs" / f"{family}.post-deploy.sh").read_text()
-    no_deps = {m[1] for m in re.finditer(r"--no-deps ([A-Za-z0-9_.\-]+)==", deploy)}
+    cases = (REPO / "envs" / "post-deploy.sh").read_text().partition('case "$family" in')[2]
+    branch = re.search(rf"^\s*{family}\)(.*?);;", cases, flags=re.M | re.S)
+    no_deps = {m[1] for m in re.finditer(r"--no-deps ([A-Za-z0-9_.\-]+)==", branch[1] if branch else "")}
     dists = _closure(pins) | {d.lower() for d in no_deps}
     return {
         top

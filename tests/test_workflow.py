@@ -98,6 +98,29 @@ def test_tiny_rerun_has_nothing_to_do(tiny_run):
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
+def _reordered(node, reverse: bool):
+    """The same config with every mapping's keys in sorted (or reverse sorted) order; lists untouched."""
+    if isinstance(node, dict):
+        return {k: _reordered(node[k], reverse) for k in sorted(node, reverse=reverse)}
+    if isinstance(node, list):
+        return [_reordered(v, reverse) for v in node]
+    return node
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("reverse", [False, True], ids=["sorted", "reverse-sorted"])
+def test_a_reordered_config_reruns_nothing(tiny_run, reverse):
+    """Snakemake compares params as text: every param built from a config mapping must not depend on the
+    order of its keys."""
+    work = tiny_run.parent
+    conf = yaml.safe_load((work / "tiny.yaml").read_text())
+    (work / f"reordered-{reverse}.yaml").write_text(
+        yaml.safe_dump(_reordered(conf, reverse), sort_keys=False)
+    )
+    proc = snakemake("-n", "--configfile", str(work / f"reordered-{reverse}.yaml"), "--directory", str(work))
+    assert "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-3000:]
+
+
 @pytest.mark.slow
 def test_a_corrupt_download_is_refused(tiny_run, tmp_path):
     """A configured checksum that does not match stops the download rule; nothing under the final name."""

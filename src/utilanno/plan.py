@@ -225,13 +225,14 @@ class Plan:
 
     def trainings(self) -> dict[str, dict]:
         """Every training job by output name: the experiments, and the stage 1 of each curriculum, shared by
-        experiments whose stage 1 is identical and named after the first of them (`<experiment>-stage1`).
+        experiments whose stage 1 is identical and named after the first of them in name order
+        (`<experiment>-stage1`; name order, so that a reordered config names it the same).
 
         A job: init (backbone model or a stage-1 retriever folder), labels (file), settings (train.Settings).
         """
         jobs: dict[str, dict] = {}
         stage1: dict[str, str] = {}  # identity of a stage 1 -> its job name
-        for name, exp in self.config["experiments"].items():
+        for name, exp in sorted(self.config["experiments"].items()):
             backbone = self.resolve(self.config["backbones"][exp["backbone"]]["model"])
             first = {
                 "init": backbone,
@@ -306,7 +307,8 @@ class Plan:
         return splits[0]
 
     def systems(self) -> list[str]:
-        return list(self.config["experiments"]) + (["bm25"] if self.config["evaluation"]["bm25"] else [])
+        """Every evaluated system, sorted by name (a merely reordered config must not change any param)."""
+        return sorted(self.config["experiments"]) + (["bm25"] if self.config["evaluation"]["bm25"] else [])
 
     def encode_shards(self, dataset: str) -> int:
         return self.config["evaluation"]["encode_shards"].get(self.corpus_owner(dataset), 1)
@@ -336,7 +338,10 @@ class Plan:
         exps = self.config["experiments"]
 
         def first(e: dict, pred) -> str | None:
-            return next((n for n, o in exps.items() if o["backbone"] == e["backbone"] and pred(o)), None)
+            # by name, not config order: the same grid reordered picks the same baseline
+            return next(
+                (n for n in sorted(exps) if exps[n]["backbone"] == e["backbone"] and pred(exps[n])), None
+            )
 
         out = {}
         for name, e in exps.items():
@@ -366,7 +371,7 @@ class Plan:
         rag = self.config["rag"]
         if not rag["datasets"]:
             return []
-        return [f"{e}/{g}" for e in rag["experiments"] for g in rag["generators"]]
+        return [f"{e}/{g}" for e in sorted(rag["experiments"]) for g in sorted(rag["generators"])]
 
     def rag_dir(self, experiment: str, generator: str) -> str:
         return f"{self.results}/rag/{experiment}/{generator}"
