@@ -1,12 +1,7 @@
 # Models the workflow builds itself: tiny random models for tests and the tiny config, and the real small
 # models exported from registry packages. Config entries point at them as "{results}/models/<name>".
 
-MODEL_BUILDERS = {
-    "tiny-qwen2": "tiny-qwen2",
-    "tiny-bert": "tiny-bert",
-    "smollm2-135m": "smollm2",
-    "minilm": "minilm",
-}
+MODEL_BUILDERS = PLAN.MODEL_BUILDERS  # folder name -> scripts/models.py command
 
 
 localrules:

@@ -217,6 +217,14 @@ def mistake(mutate):
             "'evaluation.groups.dl19': a group cannot share its name with a dataset",
         ),
         (
+            lambda c: c["backbones"]["tiny-bert"].update(model="/no/such/model/folder"),
+            "'backbones.tiny-bert.model': model folder '/no/such/model/folder' does not exist",
+        ),
+        (
+            lambda c: c["llms"]["tiny-qwen2"].update(model="{results}/models/tiny-gpt"),
+            "'llms.tiny-qwen2.model': '{results}/models/tiny-gpt' is under the built models, but the",
+        ),
+        (
             lambda c: c["datasets"].update({"bad name": {"beir": {"source": "beir-nq", "folder": "nq"}}}),
             "'datasets': 'bad name'",
         ),
@@ -272,3 +280,26 @@ def test_plan_paths():
     assert paper.source_filename("tevatron-msmarco-train") == "train-tevatron.jsonl"
     assert paper.source_file("dl19-qrels") == "downloads/dl19-qrels/2019qrels-pass.txt"
     assert paper.table("beir-cqadupstack-tex", "qrels", "test")["member"] == "cqadupstack/tex/qrels/test.tsv"
+
+
+def test_a_hub_id_is_not_mistaken_for_a_missing_folder():
+    c = raw()
+    c["backbones"]["tiny-bert"]["model"] = "facebook/contriever"
+    c["llms"]["tiny-qwen2"]["model"] = "gpt2"
+    cfg.validate(c)
+
+
+def test_late_errors_stop_the_dry_run_before_any_job(tmp_path):
+    """What common.smk does with a config error: snakemake -n fails, naming the key, and schedules nothing."""
+    from conftest import snakemake
+
+    c = raw()
+    c["evaluation"]["measures"]["msmarco"] = ["RR@10", "nDCG@cut"]
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(c))
+    proc = snakemake(
+        "-n", "--configfile", str(tmp_path / "bad.yaml"), "--directory", str(tmp_path), check=False
+    )
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "config key 'evaluation.measures.msmarco.1': 'nDCG@cut' is not an ir_measures measure" in out
+    assert "Job stats" not in out

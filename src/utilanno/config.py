@@ -196,6 +196,7 @@ def _cross_check(config: dict) -> list[str]:
         for i, name in enumerate(exp.get("evaluate", [])):
             if name not in datasets and name not in config["evaluation"]["groups"]:
                 ref(f"experiments.{ename}.evaluate.{i}", name, datasets, "datasets")
+    out += _model_problems(config)
     for group in config["evaluation"]["groups"]:
         if group in datasets:
             out.append(
@@ -287,6 +288,32 @@ def _cross_check(config: dict) -> list[str]:
             )
     for i, exp in enumerate(config["rag"]["experiments"]):
         ref(f"rag.experiments.{i}", exp, config["experiments"], "experiments")
+    return out
+
+
+def _model_problems(config: dict) -> list[str]:
+    """Model entries that cannot work: a built model the workflow has no builder for, or a local folder
+    (a path starting with /, . or ~, or with more slashes than a hub id's `org/name`) that does not exist."""
+    built = f"{config['results']}/models/"
+    models = [(f"backbones.{n}.model", b["model"]) for n, b in config["backbones"].items()]
+    models += [
+        (f"llms.{n}.model", m["model"]) for n, m in config["llms"].items() if m.get("engine") != "openai"
+    ]
+    if config["rag"]["bertscore_model"]:
+        models.append(("rag.bertscore_model", config["rag"]["bertscore_model"]))
+    out = []
+    for key, model in models:
+        path = model.replace("{results}", config["results"])
+        if path.startswith(built):
+            name = path[len(built) :].strip("/")
+            if name not in Plan.MODEL_BUILDERS:
+                out.append(
+                    f"config key '{key}': {model!r} is under the built models, but the workflow builds only"
+                    f" {sorted(Plan.MODEL_BUILDERS)}"
+                )
+        elif path.startswith(("/", ".", "~")) or path.count("/") > 1:
+            if not Path(path).expanduser().is_dir():
+                out.append(f"config key '{key}': model folder {model!r} does not exist")
     return out
 
 

@@ -85,6 +85,14 @@ class Plan:
         llm["model"] = self.resolve(llm["model"])
         return llm
 
+    # Models the workflow builds itself under {results}/models/<name>: name -> scripts/models.py command.
+    MODEL_BUILDERS = {
+        "tiny-qwen2": "tiny-qwen2",
+        "tiny-bert": "tiny-bert",
+        "smollm2-135m": "smollm2",
+        "minilm": "minilm",
+    }
+
     def model_inputs(self, model: str) -> list[str]:
         """A model folder the workflow builds (tiny and exported models) is an input; a hub id is not."""
         model = self.resolve(model)
