@@ -14,8 +14,9 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator, validators
 
+from utilanno.dataset_specs import expand_beir, iter_tables
 from utilanno.errors import ConfigError
-from utilanno.plan import Plan, expand_beir
+from utilanno.plan import Plan
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO / "rules" / "schema.yaml"
@@ -330,15 +331,3 @@ def _measure_problems(key: str, measures: list[str]) -> list[str]:
         except (ValueError, NameError, TypeError, AttributeError, SyntaxError) as err:
             out.append(f"config key '{key}.{i}': {name!r} is not an ir_measures measure ({err})")
     return out
-
-
-def iter_tables(dname: str, ds: dict):
-    """(config key, table spec) for every raw table of a dataset, after expanding `beir:`."""
-    ds = expand_beir(ds)
-    if "corpus" in ds:
-        yield f"datasets.{dname}.corpus", ds["corpus"]
-    for kind in ("queries", "qrels", "answers"):
-        for split, table in ds.get(kind, {}).items():
-            yield f"datasets.{dname}.{kind}.{split}", table
-    if "train_pool" in ds:
-        yield f"datasets.{dname}.train_pool", ds["train_pool"]

@@ -9,6 +9,7 @@ import posixpath
 from urllib.parse import unquote, urlparse
 
 from utilanno.annotate import STEP_NEEDS, STEPS
+from utilanno.dataset_specs import expand_beir
 from utilanno.testing.tinyworld import files as tiny_files
 
 
@@ -427,25 +428,3 @@ class Plan:
         if not self.rag_systems():
             return []
         return [f"{self.results}/rag/results.tsv", f"{self.results}/rag/significance.tsv"]
-
-
-def expand_beir(ds: dict) -> dict:
-    """The `beir:` shortcut -> explicit corpus/queries/qrels tables of a BEIR folder in a zip."""
-    if "beir" not in ds:
-        return ds
-    b = ds["beir"]
-    folder, split = b["folder"].strip("/"), b["split"]
-    out = {k: v for k, v in ds.items() if k != "beir"}
-    out["corpus"] = {"source": b["source"], "member": f"{folder}/corpus.jsonl", "format": "beir-corpus"}
-    out["queries"] = {
-        split: {
-            "source": b["source"],
-            "member": f"{folder}/queries.jsonl",
-            "format": "beir-queries",
-            "judged_only": True,
-        }
-    }
-    out["qrels"] = {
-        split: {"source": b["source"], "member": f"{folder}/qrels/{split}.tsv", "format": "beir-qrels"}
-    }
-    return out
