@@ -50,6 +50,9 @@ rule search:
         model=f"{RESULTS}/retrievers/{{experiment}}",
         queries=eval_queries,
         corpus=lambda wc: PLAN.corpus_embeddings(wc.experiment, wc.eval_dataset),
+        corpus_ids=lambda wc: [
+            f.removesuffix(".npy") + ".ids" for f in PLAN.corpus_embeddings(wc.experiment, wc.eval_dataset)
+        ],
         script=script("evaluate.py"),
     output:
         run=f"{RESULTS}/runs/{{experiment}}/{{eval_dataset}}.trec",
@@ -69,7 +72,7 @@ rule search:
         mem_mb=lambda wc, attempt: eval_resources("mem_mb", attempt),
         runtime=lambda wc, attempt: eval_resources("runtime", attempt),
     params:
-        shards=lambda wc, input: cli(shard=[(f, f[: -len(".npy")] + ".ids") for f in input.corpus]),
+        shards=lambda wc, input: cli(shard=list(zip(input.corpus, input.corpus_ids))),
         depth=EVAL["depth"],
         factory=EVAL["index_factory"],
         batch=EVAL["batch_size"],
