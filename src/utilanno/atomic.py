@@ -8,6 +8,7 @@ gone (on this host), so a job killed mid-write leaves nothing behind once it has
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 import socket
@@ -39,16 +40,12 @@ def clear_stale(target: str | os.PathLike) -> list[Path]:
     host, removed = socket.gethostname(), []
     if not target.parent.is_dir():
         return removed
-    for p in target.parent.glob(f".tmp-{glob_escape(target.name)}.{glob_escape(host)}.*"):
+    for p in target.parent.glob(f".tmp-{glob.escape(target.name)}.{glob.escape(host)}.*"):
         pid = p.name[len(f".tmp-{target.name}.{host}.") :].split(".", 1)[0]
         if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
             shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
             removed.append(p)
     return removed
-
-
-def glob_escape(text: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
 
 
 @contextlib.contextmanager

@@ -65,7 +65,7 @@ def claim(n: int, poll: float = 1.0, timeout: float | None = None) -> list[str] 
         raise ValueError(f"the job needs {n} GPUs, this machine shares {len(pool)}: {','.join(pool)}")
     folder = lock_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    start, last_note = time.monotonic(), 0.0
+    start, last_note = time.monotonic(), float("-inf")
     while True:
         got = []
         for dev in pool:
@@ -90,7 +90,7 @@ def claim(n: int, poll: float = 1.0, timeout: float | None = None) -> list[str] 
         waited = time.monotonic() - start
         if timeout is not None and waited > timeout:
             raise TimeoutError(f"no {n} free GPUs of {','.join(pool)} within {timeout:.0f} s")
-        if waited - last_note >= 60 or last_note == 0.0:
+        if waited - last_note >= 60:
             log.info("waiting for %d free GPU(s) of %s (%.0f s so far)", n, ",".join(pool), waited)
-            last_note = waited or 1e-9
+            last_note = waited
         time.sleep(poll)
