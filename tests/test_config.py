@@ -28,6 +28,12 @@ def test_paper_grid_validates_and_covers_the_paper():
     assert len([d for d in beir if "cqadupstack" not in d]) == 13
     assert len([d for d in beir if "cqadupstack" in d]) == 12
     assert set(c["evaluation"]["groups"]["cqadupstack"]) == {d for d in beir if "cqadupstack" in d}
+    # the BEIR average: 14 datasets, CQADupStack counted once; evaluated as 25 datasets, inner group first
+    assert len(c["evaluation"]["groups"]["beir"]) == 14 and "cqadupstack" in c["evaluation"]["groups"]["beir"]
+    plan = Plan(c)
+    assert list(plan.eval_groups("bm25")) == ["cqadupstack", "beir"]
+    assert set(plan.eval_datasets("retromae-human")) == {"msmarco", "dl19", "dl20", *beir}
+    assert list(plan.eval_groups("retromae-relsel")) == []
     exps = c["experiments"]
     for bb in ("retromae", "contriever"):  # Tables 2, 3 and 12
         for name in (
@@ -150,7 +156,7 @@ def mistake(mutate):
         ),
         (
             lambda c: c["evaluation"]["datasets"].append("beir-fiqa"),
-            "'evaluation.datasets.7': 'beir-fiqa' is not defined in 'datasets'",
+            "'evaluation.datasets.4': 'beir-fiqa' is not defined in 'datasets'",
         ),
         (
             lambda c: c["sources"].update(x={"url": "ftp://x.org/a"}),
@@ -215,6 +221,18 @@ def mistake(mutate):
         (
             lambda c: c["evaluation"]["groups"].update(dl19=["dl20"]),
             "'evaluation.groups.dl19': a group cannot share its name with a dataset",
+        ),
+        (
+            lambda c: c["evaluation"]["groups"].update(outer=["inner", "msmarco"], inner=["dl19", "outer"]),
+            "'evaluation.groups.inner': contains itself via inner -> outer -> inner",
+        ),
+        (
+            lambda c: c["evaluation"]["groups"].update(pair=["dl19", "dl19"]),
+            "'evaluation.groups.pair': a member is listed twice",
+        ),
+        (
+            lambda c: c["evaluation"]["groups"].update(pair=["dl19", "nosuch"]),
+            "'evaluation.groups.pair.1': 'nosuch' is not defined in 'datasets'",
         ),
         (
             lambda c: c["backbones"]["tiny-bert"].update(model="/no/such/model/folder"),

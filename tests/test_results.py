@@ -64,3 +64,22 @@ def test_systems_evaluated_on_fewer_datasets_are_tested_where_both_were(tmp_path
     table, sig = results.build(spec)
     assert table.filter(pl.col("system") == "ablation")["dataset"].to_list() == ["a"]
     assert sig["dataset"].to_list() == ["a"] and sig["p"][0] == pytest.approx(1.0)
+
+
+def test_nested_groups_average_member_means(tmp_path):
+    """BEIR's average counts CQADupStack once, as the mean of its forums: ((0.2 + 0.4) / 2 + 0.9) / 2."""
+    rows = [("f1", "1", "nDCG@10", 0.2), ("f2", "1", "nDCG@10", 0.3), ("f2", "2", "nDCG@10", 0.5)]
+    rows += [("big", str(q), "nDCG@10", 0.9) for q in range(10)]
+    write(tmp_path, "bm25", rows)
+    spec = {
+        "metrics": str(tmp_path),
+        "systems": ["bm25"],
+        "datasets": {"bm25": ["f1", "f2", "big"]},
+        # inner first, as Plan.eval_groups orders them
+        "groups": {"bm25": {"cqa": ["f1", "f2"], "beir": ["cqa", "big"]}},
+    }
+    table, _ = results.build(spec)
+    got = {d: (v, n) for d, v, n in table.select("dataset", "value", "n_queries").iter_rows()}
+    assert got["cqa"] == (pytest.approx(0.3), 3)
+    assert got["beir"] == (pytest.approx(0.6), 13)  # not 0.75 (datasets flattened) nor 0.7769 (queries)
+    assert table["dataset"].to_list() == ["f1", "f2", "big", "cqa", "beir"]

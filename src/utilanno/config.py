@@ -187,9 +187,14 @@ def _cross_check(config: dict) -> list[str]:
         for split in ds.get("answers", {}):
             if split not in ds.get("queries", {}) and "beir" not in ds:
                 out.append(f"config key 'datasets.{dname}.answers.{split}': no queries for split {split!r}")
-    for group, members in config["evaluation"]["groups"].items():
+    groups = config["evaluation"]["groups"]
+    for group, members in groups.items():
         for i, member in enumerate(members):
-            ref(f"evaluation.groups.{group}.{i}", member, datasets, "datasets")
+            if member not in groups:
+                ref(f"evaluation.groups.{group}.{i}", member, datasets, "datasets")
+        if len(set(members)) != len(members):
+            out.append(f"config key 'evaluation.groups.{group}': a member is listed twice")
+    out += _group_cycles(groups)
     for i, name in enumerate(config["evaluation"]["datasets"]):
         if name not in datasets and name not in config["evaluation"]["groups"]:
             ref(f"evaluation.datasets.{i}", name, datasets, "datasets")
@@ -315,6 +320,27 @@ def _model_problems(config: dict) -> list[str]:
         elif path.startswith(("/", ".", "~")) or path.count("/") > 1:
             if not Path(path).expanduser().is_dir():
                 out.append(f"config key '{key}': model folder {model!r} does not exist")
+    return out
+
+
+def _group_cycles(groups: dict[str, list[str]]) -> list[str]:
+    """A group that contains itself, directly or through other groups, has no mean."""
+    out = []
+    for start in groups:
+        path, todo = [start], [(start, iter(groups[start]))]
+        while todo:
+            name, members = todo[-1]
+            member = next(members, None)
+            if member is None:
+                todo.pop()
+                path.pop()
+            elif member == start:
+                via = " -> ".join([*path, start])
+                out.append(f"config key 'evaluation.groups.{start}': contains itself via {via}")
+                break
+            elif member in groups and member not in path:
+                path.append(member)
+                todo.append((member, iter(groups[member])))
     return out
 
 

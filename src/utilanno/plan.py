@@ -273,10 +273,13 @@ class Plan:
 
     # -- evaluation -------------------------------------------------------------------------------------
     def _members(self, names: list[str]) -> list[str]:
+        """Datasets behind names of datasets or groups (groups may contain groups), in order, once each."""
         groups = self.config["evaluation"]["groups"]
         out: list[str] = []
         for name in names:
-            out += [m for m in groups.get(name, [name]) if m not in out]
+            for m in self._members(groups[name]) if name in groups else [name]:
+                if m not in out:
+                    out.append(m)
         return out
 
     def eval_names(self, system: str) -> list[str]:
@@ -302,8 +305,20 @@ class Plan:
         return out or self._members(self.config["evaluation"]["datasets"])
 
     def eval_groups(self, system: str) -> dict[str, list[str]]:
+        """Groups a system reports, with their direct members (datasets or groups), inner groups first, so
+        that a group's mean is taken over its members' means (BEIR: CQADupStack counts once, PAPER-SPEC F)."""
         groups = self.config["evaluation"]["groups"]
-        return {g: groups[g] for g in self.eval_names(system) if g in groups}
+        out: dict[str, list[str]] = {}
+
+        def visit(name: str) -> None:
+            if name in groups and name not in out:
+                for member in groups[name]:
+                    visit(member)
+                out[name] = list(groups[name])
+
+        for name in self.eval_names(system):
+            visit(name)
+        return out
 
     def eval_split(self, dataset: str) -> str:
         """The split a dataset is evaluated on: its one non-training split with queries and qrels."""

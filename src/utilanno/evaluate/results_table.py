@@ -2,7 +2,7 @@
 
 Per-query metric files live at `<metrics>/<system>.parquet` (dataset, qid, measure, value); a row with a
 null qid is a corpus-level value (RAG's BLEU). The table has one row per system, dataset (or group: the mean
-of its members, as CQADupStack) and measure.
+of its members' means, as CQADupStack of its forums and the BEIR average of its 14 datasets) and measure.
 Significance: a two-sided paired t-test of each system against its baselines (the human-label experiment
 of the same backbone, and REPLUG at the same human fraction; PAPER-SPEC F), per dataset and measure.
 """
@@ -65,15 +65,15 @@ def build(spec: dict) -> tuple[pl.DataFrame, pl.DataFrame]:
     groups = []
     for system in spec["systems"]:
         mine = table.filter(pl.col("system") == system)
+        # inner groups come first, and each group's row joins `mine`, so an outer group averages its
+        # members' means: the BEIR average counts CQADupStack once, as the mean of its forums
         for name, members in spec.get("groups", {}).get(system, {}).items():
-            g = group_mean(mine, members)
-            groups.append(
-                g.select("measure", "value", "n_queries").with_columns(
-                    system=pl.lit(system), dataset=pl.lit(name)
-                )
-            )
+            g = group_mean(mine, members).select("measure", "value", "n_queries")
+            row = g.with_columns(system=pl.lit(system), dataset=pl.lit(name)).select(list(TABLE))
+            mine = pl.concat([mine, row])
+            groups.append(row)
     if groups:
-        table = pl.concat([table, pl.concat(groups).select(list(TABLE))])
+        table = pl.concat([table, *groups])
     sig = []
     for system, roles in spec.get("baselines", {}).items():
         for role, baseline in roles.items():
