@@ -74,13 +74,14 @@ rule search:
     params:
         shards=lambda wc, input: cli(shard=list(zip(input.corpus, input.corpus_ids))),
         depth=EVAL["depth"],
+        self_hits=lambda wc: cli(drop_self_hits=PLAN.is_beir(wc.eval_dataset)),
         factory=EVAL["index_factory"],
         batch=EVAL["batch_size"],
         gpus=EVAL["gpus"],
     shell:
         "python {input.script:q} search --model {input.model:q} --queries {input.queries:q} {params.shards:q}"
         " --depth {params.depth:q} --index-factory {params.factory:q} --batch-size {params.batch:q}"
-        " --gpus {params.gpus:q} --threads {threads} --tag {wildcards.experiment:q}"
+        " --gpus {params.gpus:q} --threads {threads} --tag {wildcards.experiment:q} {params.self_hits:q}"
         " --queries-out {output.emb:q} {output.ids:q} --out {output.run:q} > {log:q} 2>&1"
 
 
@@ -126,9 +127,10 @@ rule bm25_search:
         runtime=lambda wc, attempt: eval_resources("runtime", attempt),
     params:
         depth=EVAL["depth"],
+        self_hits=lambda wc: cli(drop_self_hits=PLAN.is_beir(wc.eval_dataset)),
     shell:
         "python {input.script:q} bm25-search --index {input.index:q} --queries {input.queries:q}"
-        " --depth {params.depth:q} --threads {threads} --out {output:q} > {log:q} 2>&1"
+        " --depth {params.depth:q} {params.self_hits:q} --threads {threads} --out {output:q} > {log:q} 2>&1"
 
 
 rule metrics:

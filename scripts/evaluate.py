@@ -68,12 +68,24 @@ def encode_corpus_cmd(model, corpus, shard, shards, batch_size, gpus, threads, o
 @click.option("--gpus", default=0, show_default=True)
 @click.option("--threads", default=None, type=int)
 @click.option("--tag", required=True, help="Run tag (the experiment name).")
+@click.option("--drop-self-hits", is_flag=True, help="BEIR: a hit whose id is the query's does not count.")
 @click.option(
     "--queries-out", required=True, nargs=2, type=click.Path(dir_okay=False), help="NPY IDS to write."
 )
 @click.option("--out", required=True, type=click.Path(dir_okay=False))
 def search_cmd(
-    model, queries, shards, depth, index_factory, batch_size, gpus, threads, tag, queries_out, out
+    model,
+    queries,
+    shards,
+    depth,
+    index_factory,
+    batch_size,
+    gpus,
+    threads,
+    tag,
+    drop_self_hits,
+    queries_out,
+    out,
 ):
     """Encode the queries, then top-depth passages per query over all corpus shards -> TREC run."""
     claim_gpus(gpus or 0)
@@ -83,7 +95,9 @@ def search_cmd(
     _threads(threads)
     try:
         index.encode_queries(model, queries, queries_out[0], queries_out[1], batch_size, gpus)
-        table = index.search(list(shards), queries_out[0], queries_out[1], depth, index_factory)
+        table = index.search(
+            list(shards), queries_out[0], queries_out[1], depth, index_factory, drop_self_hits=drop_self_hits
+        )
     except (ValueError, RuntimeError, FileNotFoundError) as err:
         _fail(err)
     n = runs.write_run(out, table, tag, depth)
@@ -116,14 +130,15 @@ def bm25_index_cmd(corpus, threads, out):
 @click.option("--queries", required=True, type=FILE)
 @click.option("--depth", default=1000, show_default=True)
 @click.option("--threads", default=1, show_default=True)
+@click.option("--drop-self-hits", is_flag=True, help="BEIR: a hit whose id is the query's does not count.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False))
-def bm25_search_cmd(index_dir, queries, depth, threads, out):
+def bm25_search_cmd(index_dir, queries, depth, threads, drop_self_hits, out):
     """BM25 (k1 0.9, b 0.4) run of the queries."""
     from utilanno.evaluate import bm25
     from utilanno.evaluate import runfiles as runs
 
     try:
-        table = bm25.search(index_dir, queries, depth, threads=threads)
+        table = bm25.search(index_dir, queries, depth, threads=threads, drop_self_hits=drop_self_hits)
     except (bm25.BM25Unavailable, ValueError, InputFormatError) as err:
         _fail(err)
     runs.write_run(out, table, "bm25", depth)

@@ -253,3 +253,18 @@ def test_final_counters_are_parsed_and_required():
     assert bm25._final_counters(lines) == want
     with pytest.raises(RuntimeError, match="final counters"):
         bm25._final_counters(lines[:3])
+
+
+@needs_java
+def test_beir_self_hits_are_skipped_and_depth_others_remain(built, tmp_path):
+    """BEIR's exact search fetches top_k + 1 and skips the hit whose id is the query's: a query named like
+    the top document of its ranking gets the next `depth` documents, not depth - 1."""
+    folder, _, _, run = built
+    pl.DataFrame({"qid": ["dup-a"], "text": [QUERIES["rare"]]}).write_parquet(tmp_path / "q.parquet")
+    kept = bm25.search(folder / "index", tmp_path / "q.parquet", depth=2)
+    assert kept["docid"].to_list() == ["dup-a", "dup-b"]
+    beir = bm25.search(folder / "index", tmp_path / "q.parquet", depth=2, drop_self_hits=True)
+    assert beir["docid"].to_list() == ["dup-b", "dup-c"]
+    # a query that does not retrieve itself keeps its plain top `depth`
+    plain = bm25.search(folder / "index", folder / "queries.parquet", depth=2, drop_self_hits=True)
+    assert plain.equals(run.group_by("qid", maintain_order=True).head(2))

@@ -76,3 +76,22 @@ def test_mismatched_ids_are_refused(tmp_path):
     (tmp_path / "x.ids").write_text("a\nb\n")
     with pytest.raises(ValueError, match="do not match the 2 ids"):
         index.load_embeddings(tmp_path / "x.npy", tmp_path / "x.ids")
+
+
+def test_beir_self_hit_is_skipped_and_depth_others_remain(tmp_path):
+    """BEIR (exact_search.py): fetch depth + 1, skip the passage whose id is the query's, keep `depth`."""
+    rng = np.random.default_rng(2)
+    p = rng.normal(size=(40, 8)).astype(np.float16)
+    ids = [f"d{i:02d}" for i in range(40)]
+    parts = [write(tmp_path, "p0", p[:25], ids[:25]), write(tmp_path, "p1", p[25:], ids[25:])]
+    # query d30 is passage d30 itself (its own top hit); query x is not in the corpus
+    qn, qi = write(tmp_path, "q", np.stack([p[30], p[3]]), ["d30", "x"])
+    want = {q: [r[1] for r in brute_force(v[None], p, ids, 6)] for q, v in (("d30", p[30]), ("x", p[3]))}
+    assert want["d30"][0] == "d30"
+    got = index.search(parts, qn, qi, depth=5, drop_self_hits=True)
+    by_q = {q: got.filter(got["qid"] == q)["docid"].to_list() for q in ("d30", "x")}
+    assert by_q["d30"] == want["d30"][1:6]  # five others: the sixth-best passage moves up
+    assert by_q["x"] == want["x"][:5]
+    assert got.filter(got["qid"] == "d30")["score"].to_list() == sorted(
+        got.filter(got["qid"] == "d30")["score"].to_list(), reverse=True
+    )

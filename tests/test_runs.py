@@ -142,3 +142,11 @@ def test_from_topk_maps_indices_and_skips_faiss_padding():
 def test_drop_self_hits():
     rows = table([("q1", "q1", 3.0), ("q1", "d", 1.0)])
     assert runs.drop_self_hits(rows)["docid"].to_list() == ["d"]
+
+
+def test_cut_self_hits_keeps_depth_others():
+    rows = table([("q1", "a", 1.0), ("q1", "q1", 5.0), ("q1", "b", 2.0), ("q2", "x", 1.0), ("q2", "y", 1.0)])
+    assert runs.search_depth(3, True) == 4 and runs.search_depth(3, False) == 3
+    cut = runs.cut_self_hits(rows, 1)
+    assert cut.rows() == [("q1", "b", 2.0), ("q2", "x", 1.0)]
+    assert runs.cut_self_hits(rows, 2)["docid"].to_list() == ["b", "a", "x", "y"]

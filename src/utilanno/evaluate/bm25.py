@@ -36,6 +36,7 @@ import polars as pl
 
 from utilanno import tables
 from utilanno.atomic import atomic_dir
+from utilanno.evaluate import runfiles
 
 log = logging.getLogger(__name__)
 
@@ -201,10 +202,12 @@ def search(
     k1: float = 0.9,
     b: float = 0.4,
     threads: int = 1,
+    drop_self_hits: bool = False,
 ) -> pl.DataFrame:
     """Top `depth` documents per query by Lucene BM25 -> (qid, docid, score), sorted by qid, -score, docid.
 
     Every query is searched; one with no matching term (blank, only stopwords, unknown words) has no rows.
+    `drop_self_hits` (BEIR): a document whose id is the query's is no hit, and `depth` others remain.
     """
     if depth < 1 or threads < 1:
         raise ValueError(f"depth and threads must be >= 1, got depth={depth}, threads={threads}")
@@ -223,11 +226,14 @@ def search(
             _anserini(
                 "search.SearchCollection",
                 ["-index", str(index_dir), "-topics", str(topics), "-topicReader", "TsvString"]
-                + ["-output", str(out), "-hits", str(depth), "-threads", str(threads), *ANALYZER]
+                + ["-output", str(out), "-hits", str(runfiles.search_depth(depth, drop_self_hits))]
+                + ["-threads", str(threads), *ANALYZER]
                 + ["-bm25", "-bm25.k1", repr(float(k1)), "-bm25.b", repr(float(b))],
             )
             run = _read_trec_run(out)
     run = run.sort(["qid", "score", "docid"], descending=[False, True, False])
+    if drop_self_hits:
+        run = runfiles.cut_self_hits(run, depth)
     answered = run["qid"].n_unique()
     log.info(
         "%s: %d queries in (%d blank), %d with hits, %d without, %d rows out (depth %d, k1 %s, b %s)",

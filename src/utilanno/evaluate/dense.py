@@ -142,9 +142,16 @@ def search(
     depth: int,
     factory: str = "Flat",
     batch: int = 512,
+    drop_self_hits: bool = False,
 ) -> pl.DataFrame:
-    """Top-`depth` passages per query over every corpus shard: (qid, docid, score), scores as float32."""
+    """Top-`depth` passages per query over every corpus shard: (qid, docid, score), scores as float32.
+
+    `drop_self_hits` (BEIR): a passage whose id is the query's is no hit, and `depth` others remain."""
     import faiss
+
+    from utilanno.evaluate import runfiles
+
+    want, depth = depth, runfiles.search_depth(depth, drop_self_hits)
 
     # database rows per BLAS block in exact search: faiss' default (1024) is ~3x slower here than 16384
     faiss.cvar.distance_compute_blas_database_bs = 16384
@@ -182,6 +189,8 @@ def search(
         },
         schema={"qid": pl.String, "docid": pl.String, "score": pl.Float32},
     )
+    if drop_self_hits:
+        table = runfiles.cut_self_hits(table, want)
     log.info(
         "searched %d queries over %d passages in %d shards (%s): %d rows",
         len(qids),

@@ -214,6 +214,19 @@ def from_topk(
     return pl.DataFrame([qid_col, docids.gather(flat), pl.Series("score", scores.ravel()[keep])])
 
 
+def search_depth(depth: int, drop_self_hits: bool) -> int:
+    """Hits to fetch per query: BEIR's exact search takes top_k + 1 and skips the one whose id is the query's
+    (beir-cellar/beir, beir/retrieval/search/dense/exact_search.py, DenseRetrievalExactSearch.search), so
+    that `depth` others remain whether or not the query retrieves itself."""
+    return depth + 1 if drop_self_hits else depth
+
+
+def cut_self_hits(table: pl.DataFrame, depth: int) -> pl.DataFrame:
+    """(qid, docid, score) fetched `search_depth(depth, True)` deep -> the best `depth` hits that are not the
+    query itself, in (qid, -score, docid) order."""
+    return rank(drop_self_hits(table), depth).select("qid", "docid", "score")
+
+
 def drop_self_hits(table: pl.DataFrame) -> pl.DataFrame:
     """Remove documents whose id equals the query id.
 
