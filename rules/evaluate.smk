@@ -37,11 +37,15 @@ rule encode_corpus:
         runtime=lambda wc, attempt: eval_resources("runtime", attempt),
     params:
         shards=lambda wc: PLAN.encode_shards(wc.owner),
+        encoding=lambda wc: cli(
+            max_len=PLAN.encoding(wc.owner)["passage_max_len"],
+            passage_text=PLAN.encoding(wc.owner)["passage_text"],
+        ),
         batch=EVAL["batch_size"],
         gpus=EVAL["gpus"],
     shell:
         "python {input.script:q} encode-corpus --model {input.model:q} --corpus {input.corpus:q} --shard {wildcards.k:q}"
-        " --shards {params.shards:q} --batch-size {params.batch:q} --gpus {params.gpus:q} --threads {threads}"
+        " --shards {params.shards:q} {params.encoding:q} --batch-size {params.batch:q} --gpus {params.gpus:q} --threads {threads}"
         " --out {output.emb:q} --ids {output.ids:q} > {log:q} 2>&1"
 
 
@@ -74,14 +78,17 @@ rule search:
     params:
         shards=lambda wc, input: cli(shard=list(zip(input.corpus, input.corpus_ids))),
         depth=EVAL["depth"],
-        self_hits=lambda wc: cli(drop_self_hits=PLAN.is_beir(wc.eval_dataset)),
+        options=lambda wc: cli(
+            drop_self_hits=PLAN.is_beir(wc.eval_dataset),
+            query_max_len=PLAN.encoding(wc.eval_dataset)["query_max_len"],
+        ),
         factory=EVAL["index_factory"],
         batch=EVAL["batch_size"],
         gpus=EVAL["gpus"],
     shell:
         "python {input.script:q} search --model {input.model:q} --queries {input.queries:q} {params.shards:q}"
         " --depth {params.depth:q} --index-factory {params.factory:q} --batch-size {params.batch:q}"
-        " --gpus {params.gpus:q} --threads {threads} --tag {wildcards.experiment:q} {params.self_hits:q}"
+        " --gpus {params.gpus:q} --threads {threads} --tag {wildcards.experiment:q} {params.options:q}"
         " --queries-out {output.emb:q} {output.ids:q} --out {output.run:q} > {log:q} 2>&1"
 
 

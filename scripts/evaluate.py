@@ -44,14 +44,20 @@ def _fail(err: Exception):
 @click.option("--threads", default=None, type=int)
 @click.option("--out", required=True, type=click.Path(dir_okay=False))
 @click.option("--ids", "ids_out", required=True, type=click.Path(dir_okay=False))
-def encode_corpus_cmd(model, corpus, shard, shards, batch_size, gpus, threads, out, ids_out):
+@click.option("--max-len", type=click.IntRange(min=1), help="Passage tokens [default: the training length].")
+@click.option("--passage-text", type=click.Choice(["sep", "space"]), default="sep", show_default=True)
+def encode_corpus_cmd(
+    model, corpus, shard, shards, batch_size, gpus, threads, out, ids_out, max_len, passage_text
+):
     """Encode one corpus shard (float16 .npy + ids)."""
     claim_gpus(gpus or 0)
     from utilanno.evaluate import dense as index
 
     _threads(threads)
     try:
-        index.encode_corpus(model, corpus, shard, shards, out, ids_out, batch_size, gpus)
+        index.encode_corpus(
+            model, corpus, shard, shards, out, ids_out, batch_size, gpus, max_len, passage_text
+        )
     except (ValueError, FileNotFoundError) as err:
         _fail(err)
 
@@ -70,6 +76,9 @@ def encode_corpus_cmd(model, corpus, shard, shards, batch_size, gpus, threads, o
 @click.option("--tag", required=True, help="Run tag (the experiment name).")
 @click.option("--drop-self-hits", is_flag=True, help="BEIR: a hit whose id is the query's does not count.")
 @click.option(
+    "--query-max-len", type=click.IntRange(min=1), help="Query tokens [default: the training length]."
+)
+@click.option(
     "--queries-out", required=True, nargs=2, type=click.Path(dir_okay=False), help="NPY IDS to write."
 )
 @click.option("--out", required=True, type=click.Path(dir_okay=False))
@@ -84,6 +93,7 @@ def search_cmd(
     threads,
     tag,
     drop_self_hits,
+    query_max_len,
     queries_out,
     out,
 ):
@@ -94,7 +104,7 @@ def search_cmd(
 
     _threads(threads)
     try:
-        index.encode_queries(model, queries, queries_out[0], queries_out[1], batch_size, gpus)
+        index.encode_queries(model, queries, queries_out[0], queries_out[1], batch_size, gpus, query_max_len)
         table = index.search(
             list(shards), queries_out[0], queries_out[1], depth, index_factory, drop_self_hits=drop_self_hits
         )

@@ -227,6 +227,18 @@ def mistake(mutate):
             "'evaluation.groups.inner': contains itself via inner -> outer -> inner",
         ),
         (
+            lambda c: c["evaluation"].update(encoding={"datasets": {"dl19": {"passage_max_len": 256}}}),
+            "'evaluation.encoding.datasets.dl19.passage_max_len': dl19 searches the corpus of msmarco",
+        ),
+        (
+            lambda c: c["evaluation"].update(encoding={"datasets": {"beir-nope": {"query_max_len": 64}}}),
+            "'evaluation.encoding.datasets.beir-nope': 'beir-nope' is not defined in 'datasets'",
+        ),
+        (
+            lambda c: c["evaluation"].update(encoding={"beir": {"passage_text": "title"}}),
+            "'evaluation.encoding.beir.passage_text'",
+        ),
+        (
             lambda c: c["evaluation"]["groups"].update(pair=["dl19", "dl19"]),
             "'evaluation.groups.pair': a member is listed twice",
         ),
@@ -321,3 +333,21 @@ def test_late_errors_stop_the_dry_run_before_any_job(tmp_path):
     out = proc.stdout + proc.stderr
     assert "config key 'evaluation.measures.msmarco.1': 'nDCG@cut' is not an ir_measures measure" in out
     assert "Job stats" not in out
+
+
+def test_evaluation_encodes_as_the_authors_did():
+    """MS MARCO dev and TREC DL at the training lengths (run.sh); BEIR at 512 with `title text` (RetroMAE's
+    BEIR script through BEIR's SentenceBERT); overrides per dataset, passage keys from the corpus owner."""
+    c = raw(PAPER)
+    c["evaluation"]["encoding"] = {
+        "datasets": {"msmarco": {"passage_max_len": 200}, "dl20": {"query_max_len": 64}}
+    }
+    c["evaluation"]["encoding"]["datasets"]["beir-arguana"] = {"query_max_len": 300}
+    plan = Plan(cfg.validate(c))
+    train = {"query_max_len": None, "passage_max_len": None, "passage_text": "sep"}
+    assert Plan(cfg.load(PAPER)).encoding("msmarco") == train
+    assert plan.encoding("dl19") == {**train, "passage_max_len": 200}
+    assert plan.encoding("dl20") == {**train, "query_max_len": 64, "passage_max_len": 200}
+    beir = {"query_max_len": 512, "passage_max_len": 512, "passage_text": "space"}
+    assert plan.encoding("beir-scifact") == beir
+    assert plan.encoding("beir-arguana") == {**beir, "query_max_len": 300}

@@ -73,3 +73,55 @@ def test_pad_equals_the_tokenizers_own_padding(bert_dir, side):
     assert got.keys() == want.keys()
     for key in want:
         assert torch.equal(got[key], want[key]), key
+
+
+def test_passage_text_styles():
+    from utilanno.train.encoder import passage_text
+
+    assert passage_text("Title", "body", "[SEP]") == "Title [SEP] body"
+    assert passage_text("", "body", "[SEP]") == "body"
+    assert passage_text(None, "body", "[SEP]", "sep") == "body"
+    # BEIR's SentenceBERT: (title + " " + text).strip(), so inner spacing stays and the ends are stripped
+    assert passage_text("Title", "body ", "[SEP]", "space") == "Title body"
+    assert passage_text("", "  body", "[SEP]", "space") == "body"
+    assert passage_text(" T ", "b", "[SEP]", "space") == "T  b"
+    with pytest.raises(ValueError, match="unknown passage text style 'tab'"):
+        passage_text("T", "b", "[SEP]", "tab")
+
+
+def test_max_len_is_capped_at_the_models_positions(bert_dir):
+    enc = Encoder(bert_dir)
+    limit = enc.model.config.max_position_embeddings
+    assert enc.max_len(limit + 500) == limit
+    assert enc.max_len(7) == 7
+
+
+def test_corpus_and_queries_encode_with_the_evaluation_lengths(bert_dir, tmp_path):
+    import polars as pl
+
+    from utilanno.evaluate import dense
+
+    title, body = "quokka", " ".join(["tokyo"] * 40)
+    pl.DataFrame({"docid": ["d"], "title": [title], "text": [body]}).write_parquet(tmp_path / "c.parquet")
+    pl.DataFrame({"qid": ["q"], "text": [body]}).write_parquet(tmp_path / "q.parquet")
+    enc = Encoder(bert_dir)
+    for style, max_len in [("space", 30), ("sep", None)]:
+        dense.encode_corpus(
+            bert_dir,
+            tmp_path / "c.parquet",
+            0,
+            1,
+            tmp_path / "c.npy",
+            tmp_path / "c.ids",
+            max_len=max_len,
+            passage_text=style,
+        )
+        got, _ = dense.load_embeddings(tmp_path / "c.npy", tmp_path / "c.ids")
+        text = f"{title} {body}" if style == "space" else f"{title} {enc.tokenizer.sep_token} {body}"
+        want = one_by_one(enc, [text], max_len or 140)  # an untrained model: the trainer's default, 140
+        np.testing.assert_allclose(got.astype(np.float32), want, atol=2e-3)
+    dense.encode_queries(bert_dir, tmp_path / "q.parquet", tmp_path / "q.npy", tmp_path / "q.ids", max_len=9)
+    got, _ = dense.load_embeddings(tmp_path / "q.npy", tmp_path / "q.ids")
+    np.testing.assert_allclose(got.astype(np.float32), one_by_one(enc, [body], 9), atol=2e-3)
+    # 9 tokens differ from the default 32: the length reached the encoder
+    assert not np.allclose(got.astype(np.float32), one_by_one(enc, [body], 32), atol=2e-3)

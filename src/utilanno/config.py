@@ -208,6 +208,18 @@ def _cross_check(config: dict) -> list[str]:
             out.append(
                 f"config key 'evaluation.groups.{group}': a group cannot share its name with a dataset"
             )
+    for dname, override in config["evaluation"]["encoding"]["datasets"].items():
+        key = f"evaluation.encoding.datasets.{dname}"
+        if dname not in datasets:
+            ref(key, dname, datasets, "datasets")
+        elif "dataset" in datasets[dname].get("corpus", {}):
+            for k in ("passage_max_len", "passage_text"):
+                if k in override:
+                    owner = datasets[dname]["corpus"]["dataset"]
+                    out.append(
+                        f"config key '{key}.{k}': {dname} searches the corpus of {owner}, encoded once;"
+                        f" set it under evaluation.encoding.datasets.{owner}"
+                    )
     for dname, measures in config["evaluation"]["measures"].items():
         ref(f"evaluation.measures.{dname}", dname, datasets, "datasets")
         out += _measure_problems(f"evaluation.measures.{dname}", measures)

@@ -350,6 +350,21 @@ class Plan:
     def measures(self, dataset: str) -> list[str]:
         return self.config["evaluation"]["measures"].get(dataset, ["nDCG@10"])
 
+    def encoding(self, dataset: str) -> dict:
+        """query_max_len, passage_max_len (None: the retriever's training length) and passage_text of a
+        dataset's search; passage keys come from the dataset that owns the corpus (encoded once)."""
+        enc = self.config["evaluation"]["encoding"]
+
+        def settings(name: str) -> dict:
+            return {**enc["beir" if self.is_beir(name) else "default"], **enc["datasets"].get(name, {})}
+
+        passages = settings(self.corpus_owner(dataset))
+        return {
+            "query_max_len": settings(dataset)["query_max_len"],
+            "passage_max_len": passages["passage_max_len"],
+            "passage_text": passages["passage_text"],
+        }
+
     def is_beir(self, dataset: str) -> bool:
         return "beir" in self.config["datasets"][dataset]
 

@@ -70,8 +70,10 @@ def encode_corpus(
     batch_size: int = 256,
     gpus: int = 0,
     max_len: int | None = None,
+    passage_text: str = "sep",
 ) -> int:
-    """Encode one shard of a corpus table (docid, title, text) with a trained retriever."""
+    """Encode one shard of a corpus table (docid, title, text) with a trained retriever, `max_len` tokens
+    per passage (None: the length it was trained with) in the `passage_text` style (encoder.passage_text)."""
     from utilanno.train.encoder import Encoder, encode, read_settings
 
     n = tables.scan_parquet(corpus).select(pl.len()).collect().item()
@@ -79,16 +81,16 @@ def encode_corpus(
     # only this shard's rows are read: a shard job of an 8.8M corpus never holds the whole table
     part = tables.scan_parquet(corpus).select("docid", "title", "text").slice(start, end - start).collect()
     settings = read_settings(model_dir)
-    length = max_len or settings.get("passage_max_len", 140)
     device = _device(gpus)
     enc = Encoder(model_dir).to(device)
-    texts = [enc.passage(t, x) for t, x in zip(part["title"], part["text"], strict=True)]
+    length = enc.max_len(max_len or settings.get("passage_max_len", 140))
+    texts = [enc.passage(t, x, passage_text) for t, x in zip(part["title"], part["text"], strict=True)]
     emb = encode(
         enc, texts, length, batch_size, device, desc=f"passages {shard}/{shards}", autocast_dtype=_amp(device)
     )
     save_embeddings(emb, part["docid"].to_list(), out_npy, out_ids)
     log.info(
-        "%s: shard %d/%d = rows %d..%d, %d passages encoded (max length %d)",
+        "%s: shard %d/%d = rows %d..%d, %d passages encoded (max length %d, text %s)",
         corpus,
         shard,
         shards,
@@ -96,19 +98,27 @@ def encode_corpus(
         end,
         part.height,
         length,
+        passage_text,
     )
     return part.height
 
 
 def encode_queries(
-    model_dir, queries: str | Path, out_npy, out_ids, batch_size: int = 256, gpus: int = 0
+    model_dir,
+    queries: str | Path,
+    out_npy,
+    out_ids,
+    batch_size: int = 256,
+    gpus: int = 0,
+    max_len: int | None = None,
 ) -> int:
+    """Encode a queries table (qid, text), `max_len` tokens each (None: the length it was trained with)."""
     from utilanno.train.encoder import Encoder, encode, read_settings
 
     table = tables.read_parquet(queries, columns=["qid", "text"])
-    length = read_settings(model_dir).get("query_max_len", 32)
     device = _device(gpus)
     enc = Encoder(model_dir).to(device)
+    length = enc.max_len(max_len or read_settings(model_dir).get("query_max_len", 32))
     emb = encode(
         enc, table["text"].to_list(), length, batch_size, device, desc="queries", autocast_dtype=_amp(device)
     )

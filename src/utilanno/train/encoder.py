@@ -20,8 +20,17 @@ SETTINGS = "encoder.json"
 POOLINGS = ("cls", "mean")
 
 
-def passage_text(title: str | None, text: str, sep: str) -> str:
-    """`title [SEP] text` as the paper's trainer feeds passages; just the text when there is no title."""
+PASSAGE_TEXTS = ("sep", "space")
+
+
+def passage_text(title: str | None, text: str, sep: str, style: str = "sep") -> str:
+    """sep: `title [SEP] text` as the paper's trainer feeds passages, just the text when there is no title;
+    space: `(title + " " + text).strip()`, as BEIR's SentenceBERT.encode_corpus (beir-cellar/beir,
+    beir/retrieval/models/sentence_bert.py), which RetroMAE's BEIR script uses."""
+    if style == "space":
+        return f"{title or ''} {text}".strip()
+    if style != "sep":
+        raise ValueError(f"unknown passage text style {style!r} (expected one of {PASSAGE_TEXTS})")
     return f"{title} {sep} {text}" if title else text
 
 
@@ -76,8 +85,15 @@ class Encoder(torch.nn.Module):
     def forward(self, queries: dict, passages: dict) -> tuple[torch.Tensor, torch.Tensor]:
         return self.embed(queries), self.embed(passages)
 
-    def passage(self, title: str | None, text: str) -> str:
-        return passage_text(title, text, self.tokenizer.sep_token or "")
+    def passage(self, title: str | None, text: str, style: str = "sep") -> str:
+        return passage_text(title, text, self.tokenizer.sep_token or "", style)
+
+    def max_len(self, requested: int) -> int:
+        """`requested` capped at what the model can take, as sentence-transformers caps a plain transformers
+        model: min(max_position_embeddings, tokenizer.model_max_length); BERT's 512 meets BEIR's."""
+        limits = [requested, self.tokenizer.model_max_length]
+        limits.append(getattr(self.model.config, "max_position_embeddings", requested))
+        return int(min(limits))
 
     def save(self, out_dir: str | Path, **settings) -> None:
         out = Path(out_dir)
