@@ -77,9 +77,11 @@ rule corpus:
         runtime=lambda wc, attempt: 60 * attempt,
     params:
         member=_member("corpus"),
+        titles=lambda wc: cli(titles=PLAN.table(wc.dataset, "corpus").get("titles")),
         fmt=_format("corpus"),
     shell:
-        "python {input.script:q} corpus --raw {input.raw:q} {params.member:q} --format {params.fmt:q} --out {output:q}"
+        "python {input.script:q} corpus --raw {input.raw:q} {params.member:q} {params.titles:q} --format {params.fmt:q}"
+        " --out {output:q}"
         " > {log:q} 2>&1"
 
 

@@ -82,11 +82,12 @@ def download_cmd(url, local, dest, md5, sha256, retries, manifest):
 @cli.command("corpus")
 @with_raw
 @click.option("--format", "fmt", required=True, type=click.Choice(["msmarco-tsv", "beir-corpus"]))
+@click.option("--titles", help="Member of the same source with pid<TAB>title lines, joined by pid.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False))
 @_fail_cleanly
-def corpus_cmd(raw, member, fmt, out):
+def corpus_cmd(raw, member, fmt, titles, out):
     """Raw corpus -> corpus.parquet (docid, title, text)."""
-    convert.convert_corpus(raw, member, fmt, out)
+    convert.convert_corpus(raw, member, fmt, out, titles)
 
 
 @cli.command("queries")

@@ -23,7 +23,7 @@ def raw(path=TINY) -> dict:
 
 def test_paper_grid_validates_and_covers_the_paper():
     c = cfg.load(PAPER)
-    assert len(c["sources"]) == 26  # + QnA train answers for REPLUG
+    assert len(c["sources"]) == 27  # + QnA train answers for REPLUG, + the titled passages
     beir = [d for d in c["datasets"] if d.startswith("beir-")]
     assert len([d for d in beir if "cqadupstack" not in d]) == 13
     assert len([d for d in beir if "cqadupstack" in d]) == 12
@@ -237,6 +237,10 @@ def mistake(mutate):
         (
             lambda c: c["evaluation"].update(encoding={"beir": {"passage_text": "title"}}),
             "'evaluation.encoding.beir.passage_text'",
+        ),
+        (
+            lambda c: c["datasets"]["msmarco"]["corpus"].update(format="beir-corpus"),
+            "'datasets.msmarco.corpus.titles': titles join an msmarco-tsv corpus only",
         ),
         (
             lambda c: c["evaluation"]["groups"].update(pair=["dl19", "dl19"]),

@@ -112,6 +112,53 @@ def test_msmarco_corpus_happy_path(tmp_path):
     assert leftovers(out.parent) == []
 
 
+def test_titled_msmarco_corpus_joins_titles_by_pid(tmp_path, small_blocks):
+    """RocketQA's marco.tar.gz: para.txt + para.title.txt; titles as written ("-" kept), "" without a line,
+    corpus order kept, a title of a pid outside the corpus ignored, an identical repeat dropped."""
+    small_blocks(40)
+    titles = "7\tEssays\n1\t-\n99\tNowhere\n7\tEssays\n"
+    src = write_tar(tmp_path / "marco.tar.gz", {"marco/para.txt": COLLECTION, "marco/para.title.txt": titles})
+    out = tmp_path / "corpus.parquet"
+    counts = convert.convert_corpus(src, "marco/para.txt", "msmarco-tsv", out, titles="marco/para.title.txt")
+    assert rows(out) == [
+        ("0", "", "The presence of communication amid scientific minds."),
+        ("1", "-", "The Manhattan Project, and its atomic bomb."),
+        ("7", "Essays", "Essay on it"),
+    ]
+    assert counts.rows_out == 3 and any(
+        "2 passages titled" in n and "1 titles of other pids" in n for n in counts.notes
+    )
+    assert leftovers(tmp_path) == []
+    # the untitled collection stays selectable: same rows, empty titles
+    convert.convert_corpus(src, "marco/para.txt", "msmarco-tsv", out)
+    assert rows(out) == COLLECTION_ROWS
+
+
+@pytest.mark.parametrize(
+    "titles, line, fragment",
+    [
+        ("7\tEssays\n7\tOther\n", 2, "duplicate docid '7' with different content"),
+        ("7\tEssays\nx7\tBad\n", 2, "an id of digits"),
+        ("7\n", 1, ""),
+        ("", None, "empty"),
+    ],
+)
+def test_bad_titles_are_named_and_publish_nothing(tmp_path, titles, line, fragment):
+    src = write_tar(tmp_path / "marco.tar.gz", {"marco/para.txt": COLLECTION, "marco/para.title.txt": titles})
+    out = tmp_path / "corpus.parquet"
+    err = fail(
+        convert.convert_corpus, src, "marco/para.txt", "msmarco-tsv", out, titles="marco/para.title.txt"
+    )
+    assert "para.title.txt" in str(err) and fragment in str(err) and err.line == line
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
+def test_titles_only_for_msmarco_tsv(tmp_path):
+    src = write(tmp_path / "corpus.jsonl", jsonl({"_id": "1", "title": "", "text": "x"}))
+    with pytest.raises(ValueError, match="titles are joined to an msmarco-tsv corpus only"):
+        convert.convert_corpus(src, None, "beir-corpus", tmp_path / "c.parquet", titles="t.txt")
+
+
 def test_msmarco_corpus_in_tar_gz(tmp_path):
     src = write_tar(
         tmp_path / "collectionandqueries.tar.gz", {"queries.dev.tsv": "1\tq\n", "collection.tsv": COLLECTION}

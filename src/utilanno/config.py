@@ -178,6 +178,8 @@ def _cross_check(config: dict) -> list[str]:
                 out.append(f"config key '{key}': give either 'dataset' alone or 'source' and 'format'")
             elif key.endswith(".corpus") and "source" in table and "format" not in table:
                 out.append(f"config key '{key}': missing required key 'format'")
+            elif table.get("titles") is not None and table.get("format") != "msmarco-tsv":
+                out.append(f"config key '{key}.titles': titles join an msmarco-tsv corpus only")
             elif "dataset" in table:
                 ref(f"{key}.dataset", table["dataset"], datasets, "datasets")
                 if table["dataset"] == dname:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,9 +149,21 @@ def duplicates(keys: pl.DataFrame, key: str, name: str) -> pl.Series:
 CORPUS_SCHEMA = {"docid": pl.String, "title": pl.String, "text": pl.String}
 
 
-def convert_corpus(path: str | Path, member: str | None, fmt: str, out: str | Path) -> Counts:
-    """Raw corpus (`msmarco-tsv`: pid<TAB>text, or `beir-corpus`: JSONL) -> corpus.parquet."""
+def convert_corpus(
+    path: str | Path, member: str | None, fmt: str, out: str | Path, titles: str | None = None
+) -> Counts:
+    """Raw corpus (`msmarco-tsv`: pid<TAB>text, or `beir-corpus`: JSONL) -> corpus.parquet.
+
+    `titles`: a member of the same source with pid<TAB>title lines (RocketQA's `marco/para.title.txt`, the
+    titled MS MARCO passages that RetroMAE's and the authors' trainers read), joined by pid; titles are kept
+    as written (RocketQA's "-" for none included), and a pid without one gets "".
+    """
     name = display_name(path, member)
+    counts, finish = Counts(), None
+    if titles is not None:
+        if fmt != "msmarco-tsv":
+            raise ValueError(f"titles are joined to an msmarco-tsv corpus only, not {fmt!r}")
+        finish = _join_titles(_read_titles(path, titles), display_name(path, titles), counts)
     if fmt == "msmarco-tsv":
 
         def parse(block: pl.DataFrame) -> pl.DataFrame:
@@ -165,18 +178,53 @@ def convert_corpus(path: str | Path, member: str | None, fmt: str, out: str | Pa
         reader = iter_line_blocks
     else:
         raise ValueError(f"unknown corpus format {fmt!r} (expected msmarco-tsv or beir-corpus)")
-    return _stream_to_parquet(path, member, name, parse, "docid", CORPUS_SCHEMA, out, reader)
+    return _stream_to_parquet(path, member, name, parse, "docid", CORPUS_SCHEMA, out, reader, finish, counts)
+
+
+def _read_titles(path, member) -> pl.DataFrame:
+    name = display_name(path, member)
+    blocks = []
+    with open_raw(path, member) as fh:
+        for block in iter_tsv_blocks(fh, name, ["docid", "title"]):
+            blocks.append(_check_msmarco_ids(block, name, "docid", DIGITS))
+    if not blocks:
+        raise InputFormatError(name, None, "no rows: the file is empty")
+    titles = pl.concat(blocks)
+    drop = duplicates(titles.select("docid", "line", h=pl.col("title").hash(_SEED)), "docid", name)
+    return titles.filter(~pl.col("line").is_in(drop.implode())).select("docid", "title")
+
+
+def _join_titles(titles: pl.DataFrame, name: str, counts: Counts):
+    """A `finish` step for `_stream_to_parquet`: the written corpus joined with its titles, in place."""
+
+    def finish(tmp: Path) -> None:
+        titled = tmp.with_name(tmp.name + ".titled")  # the same temporary prefix: clear_stale removes it
+        corpus = pl.scan_parquet(tmp).drop("title")
+        joined = corpus.join(titles.lazy(), on="docid", how="left", maintain_order="left")
+        joined.with_columns(pl.col("title").fill_null("")).select(list(CORPUS_SCHEMA)).sink_parquet(
+            titled, compression="lz4"
+        )
+        n_titled = titles.join(corpus.select("docid").collect(), on="docid", how="semi").height
+        os.replace(titled, tmp)
+        counts.notes.append(
+            f"{n_titled} passages titled from {name}, {titles.height - n_titled} titles of other pids ignored"
+        )
+
+    return finish
 
 
 def _tsv_reader(names: list[str]):
     return lambda fh, name: iter_tsv_blocks(fh, name, names)
 
 
-def _stream_to_parquet(path, member, name, parse, key, schema, out, reader=iter_line_blocks) -> Counts:
+def _stream_to_parquet(
+    path, member, name, parse, key, schema, out, reader=iter_line_blocks, finish=None, counts=None
+) -> Counts:
     """Parse blocks straight into a Parquet file (lz4: several times faster to write than zstd, and the table
     is an intermediate). Duplicate keys are found from 64-bit key hashes kept per row; only when hashes
-    repeat are the candidates' contents read back and compared."""
-    counts = Counts()
+    repeat are the candidates' contents read back and compared. `finish(tmp)` rewrites the file in place
+    before it is published."""
+    counts = counts if counts is not None else Counts()
     seen: list[pl.DataFrame] = []  # per row: key hash and line
     failure: list[BaseException] = []
 
@@ -220,6 +268,8 @@ def _stream_to_parquet(path, member, name, parse, key, schema, out, reader=iter_
                 counts.rows_out -= drop.len()
                 counts.notes.append(f"{drop.len()} identical duplicate {key}s removed (first kept)")
                 _drop_rows(tmp, rows, drop)
+        if finish is not None:
+            finish(tmp)
     log.info("%s -> %s: %s", name, out, counts)
     return counts
 

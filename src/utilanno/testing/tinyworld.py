@@ -8,6 +8,8 @@ share only topic words. Every file is written byte-for-byte reproducibly (fixed 
 Files (relative to the output folder), named as the official downloads:
   msmarco/collectionandqueries.tar.gz  collection.tsv, queries.dev.small.tsv, qrels.dev.small.tsv
   msmarco/queries.tar.gz               queries.train.tsv, queries.dev.tsv, queries.eval.tsv
+  msmarco/marco.tar.gz                 marco/para.txt, marco/para.title.txt (RocketQA's titled passages:
+                                       "-" for some titles, some pids without a title line)
   msmarco/qrels.train.tsv              qid<TAB>0<TAB>pid<TAB>1
   msmarco/train-tevatron.jsonl         query_id, query, positive_passages, negative_passages
   msmarco/{train,dev}_v2.1.json.gz     MS MARCO QnA v2.1 layout (column-oriented JSON)
@@ -57,6 +59,7 @@ def files(beir: list[str]) -> list[str]:
     out = [
         "msmarco/collectionandqueries.tar.gz",
         "msmarco/queries.tar.gz",
+        "msmarco/marco.tar.gz",
         "msmarco/qrels.train.tsv",
         "msmarco/train-tevatron.jsonl",
         "msmarco/train_v2.1.json.gz",
@@ -211,6 +214,10 @@ def generate(
             }
         ),
     )
+    titles = "".join(
+        f"{p.pid}\t{'-' if i % 7 == 3 else p.title}\n" for i, p in enumerate(w.passages) if i % 11 != 5
+    )
+    put("msmarco/marco.tar.gz", _tar({"marco/para.txt": collection, "marco/para.title.txt": titles}))
     put("msmarco/qrels.train.tsv", qrels(train_q).encode())
     lines = []
     for qid, text, p in train_q:
