@@ -1,13 +1,14 @@
 # Entry points for people and CI. Each target sets up what it needs on a fresh clone (idempotently).
 #   make tiny   run the whole workflow on the built-in tiny config (CPU, a few minutes)
 #   make test   the test suite (what CI runs)
+#   make plan   disk, GPU-hours and LLM tokens of the paper grid, before running it
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 export HF_HUB_OFFLINE := 1
 
-.PHONY: env tiny test lint lock dryrun rulegraph clean-tiny
+.PHONY: env tiny test lint lock dryrun plan rulegraph clean-tiny
 
 $(VENV)/.installed: pyproject.toml envs/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +44,9 @@ lock: env
 dryrun: env
 	snakemake -n --profile profiles/local
 	snakemake -n --profile profiles/slurm
+
+plan: env
+	python scripts/capacity.py --configfile config.yaml
 
 rulegraph: env
 	snakemake --rulegraph | dot -Tpng -Gdpi=110 > docs/rulegraph.png
