@@ -181,7 +181,10 @@ def test_build(tmp_path, order):
             for p in rec["passages"]:
                 assert p["title"] == f"T {p['docid']}"
                 assert p["text"] == f"text of {p['docid']} with {{braces}}"
-            assert rec["windows"] == windows(len(expected), 3, 1)
+            if order == "shuffle":
+                assert rec["windows"] == windows(len(expected), 3, 1)
+            else:  # the positive leads every window: 5 passages in windows of 3 -> [0,1,2], [0,3,4]
+                assert rec["windows"] == ([[0, 1, 2]] if len(expected) == 3 else [[0, 1, 2], [0, 3, 4]])
             assert len(expected) == (3 if rec["qid"] == "1003" else 5)
     assert sorted(seen) == sorted(by_qid)  # every query once
 
@@ -216,3 +219,30 @@ def test_build_is_deterministic(tmp_path):
     pools.build(pool_path, corpus, [a], negatives=5, window=4, overlap=1, order="shuffle", seed=3)
     pools.build(pool_path, corpus, [b], negatives=5, window=4, overlap=1, order="shuffle", seed=3)
     assert pl.read_parquet(a).equals(pl.read_parquet(b))
+
+
+def test_anchored_windows_show_the_positive_first_in_every_window():
+    """The notebook's reading (PAPER-SPEC B.1): 31 passages -> [pos, negs 1-15], [pos, negs 16-30]."""
+    w = pools.anchored_windows(31, 16)
+    assert w == [[0, *range(1, 16)], [0, *range(16, 31)]]
+    assert pools.anchored_windows(16, 16) == [list(range(16))]
+    assert pools.anchored_windows(17, 16) == [list(range(16)), [0, 16]]
+    assert pools.anchored_windows(7, 3) == [[0, 1, 2], [0, 3, 4], [0, 5, 6]]
+    assert pools.anchored_windows(2, 2) == [[0, 1]]
+    with pytest.raises(ValueError, match="size 1"):
+        pools.anchored_windows(5, 1)
+
+
+@pytest.mark.parametrize("n, size", [(31, 16), (40, 16), (3, 2), (100, 7), (1, 16)])
+def test_anchored_windows_cover_each_position_once_besides_the_anchor(n, size):
+    w = pools.anchored_windows(n, size)
+    assert all(win[0] == 0 and len(win) <= size for win in w)
+    rest = [p for win in w for p in win[1:]]
+    assert rest == list(range(1, n))  # every other passage once, in pool order
+
+
+def test_pool_windows_pick_by_order_and_unknown_orders_fail():
+    assert pools.pool_windows(31, 16, 1, "shuffle") == [list(range(16)), list(range(15, 31))]
+    assert pools.pool_windows(31, 16, 1, "positive_first") == pools.anchored_windows(31, 16)
+    with pytest.raises(ValueError, match="unknown pool order 'random'"):
+        order_pool("q", "p", NEGS, "random", seed=0)

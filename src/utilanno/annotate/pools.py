@@ -24,9 +24,15 @@ def shard_of(qid: str, shards: int) -> int:
     return int.from_bytes(hashlib.blake2b(qid.encode(), digest_size=8).digest(), "big") % shards
 
 
+ORDERS = ("shuffle", "positive_first")
+
+
 def order_pool(qid: str, positive: str, negatives: list[str], order: str, seed: int) -> list[str]:
     """The pool in prompt order. `shuffle`: all passages in a seeded per-query order; `positive_first`: the
-    human positive first, then the negatives in a seeded order (the released notebook's reading)."""
+    human positive first, then the negatives in a seeded order (the released notebook's reading, with
+    `anchored_windows`)."""
+    if order not in ORDERS:
+        raise ValueError(f"unknown pool order {order!r} (expected one of {ORDERS})")
     rng = random.Random(f"{seed}:{qid}")
     negatives = list(negatives)
     rng.shuffle(negatives)
@@ -52,6 +58,27 @@ def windows(n: int, size: int, overlap: int) -> list[list[int]]:
         if start + size >= n:
             return out
         start += size - overlap
+
+
+def anchored_windows(n: int, size: int) -> list[list[int]]:
+    """Windows of `size` that all start with position 0, the others in consecutive runs of size - 1.
+
+    31 passages, size 16: [0, 1..15] and [0, 16..30]: the human positive is passage [1] of every window and
+    keeps window 1's label, the reading of the released notebook (`first_ids + last_ids[1:]` with index 0 as
+    the human positive; PAPER-SPEC B.1, I.9).
+    """
+    if size < 2:
+        raise ValueError(
+            f"an anchored window needs room for the anchor and one more passage, got size {size}"
+        )
+    if n <= size:
+        return [list(range(n))]
+    return [[0, *range(start, min(start + size - 1, n))] for start in range(1, n, size - 1)]
+
+
+def pool_windows(n: int, size: int, overlap: int, order: str) -> list[list[int]]:
+    """The relevance windows of a pool: anchored on the positive for `positive_first`, else consecutive."""
+    return anchored_windows(n, size) if order == "positive_first" else windows(n, size, overlap)
 
 
 def build(
@@ -85,7 +112,7 @@ def build(
                 positives[0],
                 positives,
                 pool,
-                windows(len(pool), window, overlap),
+                pool_windows(len(pool), window, overlap, order),
                 shard_of(qid, shards),
             )
         )
