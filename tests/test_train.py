@@ -22,7 +22,7 @@ from utilanno.data import convert, train_pool
 from utilanno.testing import realmodels, tinymodels, tinyworld
 from utilanno.train import labels
 from utilanno.train.encoder import Encoder, encode
-from utilanno.train.trainer import Settings, load_queries, train
+from utilanno.train.trainer import Settings, compute_loss, group_for, load_queries, train
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
@@ -360,26 +360,123 @@ def test_curriculum_stage_two_starts_from_stage_one_with_a_fresh_schedule(world,
 
 
 def test_replug_soft_labels_train(world, tmp_path):
+    """End to end on soft labels, some of them -inf (an answer the LLM gives probability 0): the loss stays
+    finite, and the REPLUG settings reach the summary."""
     rng = random.Random(0)
-    table = (
-        pl.read_parquet(world / "human.parquet")
-        .with_columns(
-            utility=pl.Series(
-                [rng.uniform(-30, -1) for _ in range(pl.read_parquet(world / "human.parquet").height)]
-            )
-        )
-        .drop("label")
-    )
+    human = pl.read_parquet(world / "human.parquet")
+    values = [rng.uniform(-30, -1) if rng.random() > 0.2 else float("-inf") for _ in range(human.height)]
+    table = human.with_columns(utility=pl.Series(values)).drop("label")
     table.write_parquet(tmp_path / "replug.parquet")
+    settings = tiny_settings(loss="replug_kl", sampling="pos_all", replug_teacher_temperature=5.0)
     summary = train(
         world / "tiny-bert",
         tmp_path / "replug.parquet",
         [world / "shard-0.parquet"],
         tmp_path / "r",
         tmp_path / "ck",
-        tiny_settings(loss="replug_kl", sampling="pos_all"),
+        settings,
     )
     assert summary["counts"]["queries_used"] == 64 and np.isfinite(summary["final_loss"])
+    curve = [json.loads(x)["loss"] for x in (tmp_path / "r/train-log.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(curve))
+    assert summary["settings"]["replug_teacher_temperature"] == 5.0
+    assert summary["settings"]["replug_contrastive_weight"] == 0.01
+
+
+def _replug_table(tmp_path, rows) -> Path:
+    path = tmp_path / "replug.parquet"
+    pl.DataFrame(
+        rows, schema={"qid": pl.String, "docid": pl.String, "utility": pl.Float64}, orient="row"
+    ).write_parquet(path)
+    return path
+
+
+def test_replug_queries_put_the_top_utility_passage_first_as_the_contrastive_target(tmp_path):
+    inf = float("-inf")
+    rows = [("a", "a1", -5.0), ("a", "a2", -1.0), ("a", "a3", -1.0), ("a", "a4", inf), ("a", "a5", -9.0)]
+    rows += [("b", "b1", inf), ("b", "b2", inf)]  # nothing the LLM would say: no positive
+    rows += [("c", "c1", -2.0)]  # a single candidate: no negative
+    queries, counts = load_queries(
+        _replug_table(tmp_path, rows), {"a": "qa", "b": "qb", "c": "qc"}, soft=True
+    )
+    assert [q.qid for q in queries] == ["a"] and counts["no_positive"] == 1 and counts["no_negative"] == 1
+    q = queries[0]
+    assert q.positives == ["a2"]  # the first of the equal maxima, in table order
+    assert q.negatives == ["a1", "a3", "a4", "a5"]
+    s = tiny_settings(loss="replug_kl", sampling="pos_all", group_size=3)
+    seen = set()
+    for epoch in range(6):
+        docs, util = group_for(q, s, epoch, None)
+        assert docs[0] == "a2" and len(set(docs)) == 3 and set(docs[1:]) <= set(q.negatives)
+        assert util == [q.utility[d] for d in docs]
+        seen.update(docs[1:])
+    assert seen == set(q.negatives)  # the other slots are drawn afresh each epoch
+    big = tiny_settings(loss="replug_kl", sampling="pos_all", group_size=8)  # fewer candidates than slots
+    docs, _ = group_for(q, big, 0, None)
+    assert docs[0] == "a2" and len(docs) == 8 and set(docs[1:]) <= set(q.negatives)
+    with pytest.raises(ValueError, match="NaN or \\+inf"):
+        load_queries(
+            _replug_table(tmp_path, [("a", "a1", float("nan")), ("a", "a2", -1.0)]), {"a": "q"}, soft=True
+        )
+
+
+def test_replug_compute_loss_is_kl_on_own_groups_plus_weighted_in_batch_cross_entropy():
+    """compute_loss against the definition, written with torch primitives (not losses.replug)."""
+    torch.manual_seed(3)
+    b, g, d = 3, 4, 5
+    q, p = torch.randn(b, d, dtype=torch.float64), torch.randn(b * g, d, dtype=torch.float64)
+    util = torch.randn(b, g, dtype=torch.float64) * 3
+    util[0, 1] = float("-inf")
+    kw = dict(
+        temperature=0.5,
+        replug_student_temperature=2.0,
+        replug_teacher_temperature=0.7,
+        replug_contrastive_weight=0.3,
+    )
+    s = tiny_settings(loss="replug_kl", sampling="pos_all", group_size=g, **kw)
+    raw = q @ p.T
+    own = torch.stack([raw[i, i * g : (i + 1) * g] for i in range(b)])
+    u = torch.softmax(util / 0.7, dim=1)
+    log_r = torch.log_softmax(own / 2.0, dim=1)
+    kl = torch.where(u > 0, u * (torch.log(u) - log_r), torch.zeros_like(u)).sum()
+    ce = sum(torch.logsumexp(raw[i] / 0.5, 0) - raw[i, i * g] / 0.5 for i in range(b)) / b
+    got = compute_loss(s, q, p, util)
+    assert got.item() == pytest.approx((kl / (b * g) + 0.3 * ce).item(), rel=1e-12)
+    batchmean = compute_loss(tiny_settings(**{**s.__dict__, "replug_kl_reduction": "batchmean"}), q, p, util)
+    assert batchmean.item() == pytest.approx((kl / b + 0.3 * ce).item(), rel=1e-12)
+    pure = compute_loss(tiny_settings(**{**s.__dict__, "replug_contrastive_weight": 0.0}), q, p, util)
+    assert pure.item() == pytest.approx((kl / (b * g)).item(), rel=1e-12)
+
+
+def test_replug_settings_from_the_paper_config():
+    """The plan gives a REPLUG run the REPLUG loss keys (defaults: RetroMAE's, weight 0.01 of the authors'
+    code), and no other run: editing them reruns only REPLUG trainings. Every job's settings are accepted."""
+    from utilanno import config as cfg
+    from utilanno.plan import Plan
+
+    jobs = Plan(cfg.load(REPO / "config.yaml")).trainings()
+    for job in jobs.values():
+        Settings(**job["settings"])
+    replug = jobs["retromae-replug"]["settings"]
+    assert {k: v for k, v in replug.items() if k.startswith("replug_")} == {
+        "replug_teacher_temperature": 1.0,
+        "replug_student_temperature": 1.0,
+        "replug_contrastive_weight": 0.01,
+        "replug_kl_reduction": "mean",
+    }
+    stage1 = jobs[Path(jobs["retromae-replug-cl20"]["init"]).name]["settings"]  # the curriculum's stage 1
+    assert stage1["loss"] == "replug_kl" and stage1["replug_contrastive_weight"] == 0.01
+    assert not any(k.startswith("replug_") for k in jobs["retromae-human"]["settings"])
+    assert not any(k.startswith("replug_") for k in jobs["retromae-replug-cl20"]["settings"])  # its stage 2
+    for bad in (
+        {"replug_teacher_temperature": 0.0},
+        {"replug_student_temperature": -1.0},
+        {"replug_contrastive_weight": -0.5},
+        {"replug_kl_reduction": "sum"},
+        {"temperature": 0.0},
+    ):
+        with pytest.raises(ValueError):
+            Settings(**{**replug, **bad})
 
 
 def test_bad_inputs_say_what_is_wrong(world, tmp_path):

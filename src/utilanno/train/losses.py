@@ -60,19 +60,93 @@ def summarg(scores: torch.Tensor, labels: torch.Tensor, offset: int = 0) -> torc
     return per_query[keep].mean()
 
 
-def replug_kl(
-    group_scores: torch.Tensor, utility: torch.Tensor, utility_temperature: float = 1.0
-) -> torch.Tensor:
-    """REPLUG (C.3): KL(U || R) per query over its own candidate group, averaged over queries.
+def own_group(scores: torch.Tensor, group_size: int, offset: int = 0) -> torch.Tensor:
+    """[B, B*g] in-batch scores -> [B, g]: each query's scores on its own group (columns i*g .. i*g+g-1)."""
+    b = scores.shape[0]
+    cols = (torch.arange(b, device=scores.device)[:, None] + offset) * group_size + torch.arange(
+        group_size, device=scores.device
+    )
+    return scores.gather(1, cols)
 
-        U = softmax(f_u / t) over the group (f_u: LLM log-likelihood of the answer given query and passage)
-        R = softmax(s(q, d)) over the same group
-        KL(U || R) = sum_i U_i (log U_i - log R_i)
-    `group_scores` and `utility` are [B, g].
+
+KL_REDUCTIONS = ("mean", "batchmean")
+
+
+def replug_kl(
+    group_scores: torch.Tensor,
+    utility: torch.Tensor,
+    student_temperature: float = 1.0,
+    teacher_temperature: float = 1.0,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """REPLUG's KL(U || R) over each query's own group (PAPER-SPEC C.3), RetroMAE's distillation path.
+
+        U_i = softmax(f_u / tau_t)  (f_u: LLM log-likelihood of the answer given query and passage i)
+        R_i = softmax(s(q, d_i) / tau_s)
+        KL(U || R) = sum_i U_i (log U_i - log R_i), summed over queries, divided by
+            B * g for reduction 'mean' (torch's KLDivLoss(reduction="mean"), RetroMAE's choice), or
+            B     for 'batchmean' (the mathematical KL averaged over queries).
+
+    `group_scores` [B, g] are raw dot products and `utility` [B, g] the teacher's log-likelihoods (constants).
+    A teacher entry of -inf (or a very negative one) has U_i = 0 and contributes exactly 0, as 0 log 0 = 0;
+    torch's kl_div with log targets would give NaN there. d loss / d s = (R - U) / (tau_s * denominator).
+
+    Reference (read, not copied): staoxiao/RetroMAE src/bi_encoder/modeling.py, BiEncoderModel.forward:
+    `input = F.log_softmax(student_score / self.temperature)`, `target = F.softmax(teacher_score)` (no teacher
+    temperature), `self.kl = nn.KLDivLoss(reduction="mean")`.
     """
-    log_r = F.log_softmax(group_scores, dim=1)
-    log_u = F.log_softmax(utility / utility_temperature, dim=1)
-    return F.kl_div(log_r, log_u, reduction="batchmean", log_target=True)
+    if reduction not in KL_REDUCTIONS:
+        raise ValueError(f"unknown KL reduction {reduction!r} (expected one of {KL_REDUCTIONS})")
+    if student_temperature <= 0 or teacher_temperature <= 0:
+        raise ValueError("REPLUG temperatures must be positive")
+    teacher = utility.detach().to(group_scores.dtype)
+    if torch.isnan(teacher).any() or (teacher == float("inf")).any():
+        raise ValueError("REPLUG utilities must be finite or -inf")
+    if not torch.isfinite(teacher).any(dim=1).all():
+        raise ValueError("a REPLUG group has no passage with a finite utility")
+    u = torch.softmax(teacher / teacher_temperature, dim=1)
+    log_r = F.log_softmax(group_scores / student_temperature, dim=1)
+    total = (torch.xlogy(u, u) - u * log_r).sum()
+    denominator = group_scores.numel() if reduction == "mean" else group_scores.shape[0]
+    return total / denominator
+
+
+def replug(
+    scores: torch.Tensor,
+    utility: torch.Tensor,
+    group_size: int,
+    temperature: float = 1.0,
+    student_temperature: float = 1.0,
+    teacher_temperature: float = 1.0,
+    contrastive_weight: float = 0.01,
+    kl_reduction: str = "mean",
+    offset: int = 0,
+) -> torch.Tensor:
+    """The REPLUG training loss: replug_kl over each query's own group + contrastive_weight x SingleLH.
+
+        L = KL(U || R) + w * CE,   CE = -(1/B) sum_i log softmax(s_i / tau)[i*g]
+
+    `scores` [B, B*g] are the raw in-batch dot products of every query against every (gathered) passage;
+    the KL sees only the query's own group (scores / tau_s), the cross-entropy all of them (scores / tau, the
+    training temperature of the other losses), with the first passage of each group as the target: in
+    RetroMAE's data that is the train_qrels positive; the trainer puts the query's top-utility passage there
+    (see trainer.group_for). w = 0 is the pure KL.
+
+    Reference (read, not copied): staoxiao/RetroMAE src/bi_encoder/modeling.py, BiEncoderModel.forward
+    (`loss = kl_loss + self.contrastive_loss_weight * loss`, the loss being cross-entropy over the
+    cross-device gathered scores with target `arange(B) * group_size`); default weight 1e-4 in RetroMAE
+    src/bi_encoder/arguments.py (RetrieverTrainingArguments.contrastive_loss_weight), 0.01 in
+    Trustworthy-Information-Access/Utility-Focused-LLM-Annotation bi-encode/arguments.py (run.sh does not
+    override it).
+    """
+    if contrastive_weight < 0:
+        raise ValueError("the contrastive weight must be >= 0")
+    kl = replug_kl(
+        own_group(scores, group_size, offset), utility, student_temperature, teacher_temperature, kl_reduction
+    )
+    if contrastive_weight == 0:
+        return kl
+    return kl + contrastive_weight * single_positive(scores / temperature, group_size, offset)
 
 
 LOSSES = {
@@ -80,7 +154,7 @@ LOSSES = {
     "rand1lh": single_positive,
     "jointlh": joint_lh,
     "summarg": summarg,
-    "replug_kl": replug_kl,
+    "replug_kl": replug,
 }
 
 

@@ -10,6 +10,13 @@ Distributed (torchrun): each rank encodes its slice of the global batch; queries
 gathered (the local slice keeps its gradient) and every rank computes the global loss. The loss is scaled by
 the world size before backward, so DistributedDataParallel's averaging yields exactly the single-process
 gradient of the global batch. The released code omits that factor (D.5); AdamW is nearly invariant to it.
+
+REPLUG (losses.replug) mixes two terms, so there the bookkeeping changes their balance, not only the scale:
+RetroMAE's distillation path (staoxiao/RetroMAE src/bi_encoder/modeling.py, BiEncoderModel.forward) takes the
+KL on each rank's own queries before the all-gather (DDP's averaging makes it the KL mean of the global
+batch) and the cross-entropy on the gathered batch without the world-size factor, so its effective gradient
+is that of KL + (w / W) CE on W processes. Here it is KL + w CE on any W: `replug_contrastive_weight` w / 8
+reproduces the released balance of an 8-GPU run.
 """
 
 from __future__ import annotations
@@ -29,11 +36,11 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from utilanno import tables
 from utilanno.atomic import atomic_dir, atomic_path
 from utilanno.train import losses
 from utilanno.train.encoder import Encoder
 from utilanno.train.labels import sample_group
+from utilanno.train.queries import Query, load_pool_texts, load_queries  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 HARD_LOSSES = ("singlelh", "rand1lh", "jointlh", "summarg")
@@ -58,11 +65,29 @@ class Settings:
     precision: str = "fp16"
     seed: int = 42
     checkpoint_every: int = 500
-    utility_temperature: float = 1.0
+    # REPLUG (loss replug_kl) only: KL(softmax(f_u / teacher) || softmax(s / student)) over the query's group,
+    # plus contrastive_weight x SingleLH (losses.replug); defaults: RetroMAE's, weight from the authors' code
+    replug_teacher_temperature: float = 1.0
+    replug_student_temperature: float = 1.0
+    replug_contrastive_weight: float = 0.01
+    replug_kl_reduction: str = "mean"
 
     def __post_init__(self):
         if self.loss not in (*HARD_LOSSES, "replug_kl"):
             raise ValueError(f"unknown loss {self.loss!r}")
+        if (
+            self.temperature <= 0
+            or self.replug_teacher_temperature <= 0
+            or self.replug_student_temperature <= 0
+        ):
+            raise ValueError("temperatures must be positive")
+        if self.replug_contrastive_weight < 0:
+            raise ValueError("replug_contrastive_weight must be >= 0")
+        if self.replug_kl_reduction not in losses.KL_REDUCTIONS:
+            raise ValueError(
+                f"unknown replug_kl_reduction {self.replug_kl_reduction!r}"
+                f" (expected one of {losses.KL_REDUCTIONS})"
+            )
         if self.sampling not in SAMPLINGS:
             raise ValueError(f"unknown sampling {self.sampling!r} (expected one of {SAMPLINGS})")
         if self.loss in ("singlelh", "rand1lh") and self.sampling not in ("human", "pos_one"):
@@ -70,70 +95,16 @@ class Settings:
             raise ValueError(f"loss {self.loss} needs sampling 'human' or 'pos_one' (one drawn positive)")
 
 
-@dataclass
-class Query:
-    qid: str
-    text: str
-    positives: list[str]
-    negatives: list[str]
-    utility: dict[str, float] | None = None  # REPLUG soft labels
-
-
-def load_pool_texts(pool_files: list) -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
-    """Query texts and passage (title, text) from the annotation pool shards, which carry every passage a
-    label set can mention."""
-    queries: dict[str, str] = {}
-    passages: dict[str, tuple[str, str]] = {}
-    for f in pool_files:
-        for qid, query, ps in tables.read_parquet(f, columns=["qid", "query", "passages"]).iter_rows():
-            queries[qid] = query
-            for p in ps:
-                passages[p["docid"]] = (p["title"], p["text"])
-    return queries, passages
-
-
-def load_queries(labels_file, queries: dict[str, str], soft: bool) -> tuple[list[Query], dict]:
-    """Training queries from a label table: (qid, docid, label) or, for REPLUG, (qid, docid, utility)."""
-    table = tables.read_parquet(labels_file)
-    need = {"qid", "docid", "utility" if soft else "label"}
-    if missing := need - set(table.columns):
-        raise ValueError(f"{labels_file}: missing columns {sorted(missing)} (have {table.columns})")
-    out: list[Query] = []
-    counts = {"label_rows": table.height, "queries_in": 0, "no_positive": 0, "no_negative": 0, "no_text": 0}
-    for (qid,), rows in table.group_by("qid", maintain_order=True):
-        counts["queries_in"] += 1
-        if qid not in queries:
-            counts["no_text"] += 1
-            continue
-        docids = rows["docid"].to_list()
-        if soft:
-            util = dict(zip(docids, rows["utility"].to_list(), strict=True))
-            out.append(Query(qid, queries[qid], [], docids, util))
-            continue
-        labels = rows["label"].to_list()
-        pos = [d for d, y in zip(docids, labels, strict=True) if y > 0]
-        neg = [d for d, y in zip(docids, labels, strict=True) if y <= 0]
-        if not pos:
-            counts["no_positive"] += 1
-        elif not neg:
-            counts["no_negative"] += 1
-        else:
-            out.append(Query(qid, queries[qid], pos, neg))
-    counts["queries_used"] = len(out)
-    if counts["no_text"]:
-        raise ValueError(f"{labels_file}: {counts['no_text']} queries are not in the pool shards given")
-    return out, counts
-
-
 def group_for(
     q: Query, s: Settings, epoch: int, avg_positives: float | None
 ) -> tuple[list[str], list[float]]:
     rng = random.Random(f"{s.seed}:{epoch}:{q.qid}")
-    if q.utility is not None:  # REPLUG: a random group of the candidates with their soft labels
-        docs = q.negatives
-        docs = (
-            rng.sample(docs, s.group_size) if len(docs) >= s.group_size else rng.choices(docs, k=s.group_size)
-        )
+    if q.utility is not None:
+        # REPLUG: the top-utility passage first (the contrastive term's target, as RetroMAE's data puts the
+        # train_qrels positive first), then g - 1 other candidates at random, each with its utility
+        others = q.negatives
+        n = s.group_size - 1
+        docs = q.positives + (rng.sample(others, n) if len(others) >= n else rng.choices(others, k=n))
         return docs, [q.utility[d] for d in docs]
     docs, labels = sample_group(q.positives, q.negatives, s.group_size, s.sampling, rng, avg_positives)
     return docs, [float(y) for y in labels]
@@ -195,8 +166,16 @@ def compute_loss(s: Settings, q: torch.Tensor, p: torch.Tensor, labels: torch.Te
     """The global loss of one step from local embeddings: q [b, d], p [b*g, d], labels [b, g]."""
     Q, P, Y = losses.gather_with_grad(q), losses.gather_with_grad(p), _gather_const(labels)
     if s.loss == "replug_kl":
-        group = (Q.unsqueeze(1) * P.view(Q.shape[0], s.group_size, -1)).sum(-1) / s.temperature
-        return losses.replug_kl(group, Y, s.utility_temperature)
+        return losses.replug(
+            losses.in_batch_scores(Q, P),
+            Y,
+            s.group_size,
+            temperature=s.temperature,
+            student_temperature=s.replug_student_temperature,
+            teacher_temperature=s.replug_teacher_temperature,
+            contrastive_weight=s.replug_contrastive_weight,
+            kl_reduction=s.replug_kl_reduction,
+        )
     scores = losses.in_batch_scores(Q, P, s.temperature)
     if s.loss in ("singlelh", "rand1lh"):
         return losses.single_positive(scores, s.group_size)
