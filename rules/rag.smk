@@ -73,10 +73,20 @@ rule rag_metrics:
         runtime=lambda wc, attempt: 60 * attempt,
     params:
         opts=lambda wc, input: cli(
-            dataset=[(d, o["metrics"], *PLAN.rag_tables(d)) for d, o in sorted(RAG["datasets"].items())],
+            dataset=[
+                (d, o["metrics"], o["tokenization"], *PLAN.rag_tables(d))
+                for d, o in sorted(RAG["datasets"].items())
+            ],
             shard=list(input.shards),
             bertscore_model=PLAN.resolve(RAG["bertscore_model"]) if RAG["bertscore_model"] else None,
             bertscore_layer=RAG["bertscore_layer"],
+            bertscore_model_type=RAG["bertscore_model_type"],
+            bertscore_idf=RAG["bertscore_idf"],
+            bertscore_rescale_with_baseline=RAG["bertscore_rescale_with_baseline"],
+            bertscore_lang=RAG["bertscore_lang"] if RAG["bertscore_rescale_with_baseline"] else None,
+            bertscore_baseline_path=(
+                PLAN.resolve(RAG["bertscore_baseline_path"]) if RAG["bertscore_baseline_path"] else None
+            ),
         ),
     shell:
         "python {input.script:q} score {params.opts:q} --threads {threads}"

@@ -94,8 +94,8 @@ def generate_cmd(
     "datasets",
     required=True,
     multiple=True,
-    type=(str, click.Choice(["em_f1", "rouge_bleu"]), FILE, FILE, FILE),
-    help="NAME METRICS QUERIES ANSWERS QRELS, once per dataset.",
+    type=(str, click.Choice(["em_f1", "rouge_bleu"]), click.Choice(["msmarco", "squad"]), FILE, FILE, FILE),
+    help="NAME METRICS TOKENIZATION QUERIES ANSWERS QRELS, once per dataset.",
 )
 @click.option(
     "--shard", "shards", required=True, multiple=True, type=FILE, help=".../<dataset>/shard-K.jsonl"
@@ -104,19 +104,38 @@ def generate_cmd(
     "--bertscore-model", default=None, help="BERTScore model for rouge_bleu datasets (else skipped)."
 )
 @click.option("--bertscore-layer", default=None, type=int)
+@click.option("--bertscore-model-type", default=None, help="bert-score's name of the model (default layer).")
+@click.option("--bertscore-idf", is_flag=True)
+@click.option("--bertscore-rescale-with-baseline", is_flag=True)
+@click.option("--bertscore-lang", default="en", show_default=True)
+@click.option("--bertscore-baseline-path", default=None, type=FILE)
 @click.option("--threads", default=None, type=int)
 @click.option("--answers-out", required=True, type=click.Path(dir_okay=False))
 @click.option("--out", required=True, type=click.Path(dir_okay=False))
-def score_cmd(datasets, shards, bertscore_model, bertscore_layer, threads, answers_out, out):
+def score_cmd(
+    datasets,
+    shards,
+    bertscore_model,
+    bertscore_layer,
+    bertscore_model_type,
+    bertscore_idf,
+    bertscore_rescale_with_baseline,
+    bertscore_lang,
+    bertscore_baseline_path,
+    threads,
+    answers_out,
+    out,
+):
     """Merge one system's answer shards and score them (per query; BLEU per corpus)."""
     from utilanno.rag import generate as rag
 
     spec = {}
-    for name, kind, queries, answers, qrels in datasets:
+    for name, kind, tokens, queries, answers, qrels in datasets:
         mine = [s for s in shards if Path(s).parent.name == name]
         if not mine:
             raise click.UsageError(f"no --shard file under a folder named {name!r}")
-        spec[name] = {"metrics": kind, "queries": queries, "answers": answers, "qrels": qrels, "shards": mine}
+        spec[name] = {"metrics": kind, "tokenization": tokens, "queries": queries, "answers": answers}
+        spec[name] |= {"qrels": qrels, "shards": mine}
     stray = set(shards) - {s for d in spec.values() for s in d["shards"]}
     if stray:
         raise click.UsageError(f"shard files of no --dataset: {sorted(stray)}")
@@ -128,7 +147,18 @@ def score_cmd(datasets, shards, bertscore_model, bertscore_layer, threads, answe
             import torch
 
             torch.set_num_threads(threads)
-        scorer = BertScorer(bertscore_model, bertscore_layer)
+        try:
+            scorer = BertScorer(
+                bertscore_model,
+                bertscore_layer,
+                model_type=bertscore_model_type,
+                idf=bertscore_idf,
+                rescale_with_baseline=bertscore_rescale_with_baseline,
+                lang=bertscore_lang,
+                baseline_path=bertscore_baseline_path,
+            )
+        except (ValueError, FileNotFoundError) as err:
+            raise click.ClickException(str(err)) from None
     else:
         log.info("BERTScore skipped: no --bertscore-model (rag.bertscore_model is null)")
     try:

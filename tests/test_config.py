@@ -243,6 +243,14 @@ def mistake(mutate):
             "'datasets.msmarco.corpus.titles': titles join an msmarco-tsv corpus only",
         ),
         (
+            lambda c: c["rag"].update(bertscore_layer=None),
+            "'rag.bertscore_layer': set the layer BERTScore compares, or rag.bertscore_model_type",
+        ),
+        (
+            lambda c: c["rag"].update(bertscore_rescale_with_baseline=True),
+            "'rag.bertscore_rescale_with_baseline': needs rag.bertscore_model_type",
+        ),
+        (
             lambda c: c["evaluation"]["groups"].update(pair=["dl19", "dl19"]),
             "'evaluation.groups.pair': a member is listed twice",
         ),

@@ -1,4 +1,4 @@
-"""RAG generation shards (transformers engine, tiny Qwen2) and scoring; BERTScore."""
+"""RAG generation shards (transformers engine, tiny Qwen2) and scoring; BERTScore: tests/test_bertscore.py."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np
 import polars as pl
 import pytest
 
@@ -225,30 +224,27 @@ def test_score_rejects_missing_and_foreign_queries(data, tmp_path):
     assert not (tmp_path / "m.parquet").exists()
 
 
-# --- BERTScore ----------------------------------------------------------------------------------------------
+def test_rouge_bleu_sets_score_with_their_tokenization():
+    """MS MARCO QA the official way (spaCy tokens, lower case) unless a set asks for SQuAD normalisation;
+    the two disagree on an answer with punctuation and articles."""
+    from utilanno.rag import qa_metrics
 
-
-def test_greedy_f1_hand_computed():
-    from utilanno.rag.bertscore import greedy_f1
-
-    cand = np.array([[1.0, 0.0], [0.0, 1.0]])
-    ref = np.array([[1.0, 0.0]])
-    # precision: best match of each answer token (1, 0) -> 0.5; recall: of the reference token -> 1
-    assert greedy_f1(cand, ref) == pytest.approx(2 * 0.5 * 1 / 1.5)
-    assert greedy_f1(cand, ref[:0]) == 0.0
-
-
-def test_bertscore_of_identical_text_is_one_and_batching_changes_nothing(tmp_path):
-    from utilanno.rag.bertscore import BertScorer
-
-    model = tinymodels.build_tiny_bert(tmp_path / "bert", vocab_corpus=["quokka owl tea moss kelp wren fig"])
-    scorer = BertScorer(str(model), batch_size=2)
-    preds = ["quokka tea", "owl", "", "moss kelp wren fig"]
-    golds = [["quokka tea"], ["kelp", "owl wren"], ["x"], ["fig moss"]]
-    got = scorer(preds, golds)
-    assert got[0] == pytest.approx(1.0) and got[2] == 0.0
-    one = BertScorer(str(model), batch_size=1)
-    assert got == pytest.approx(one(preds, golds), abs=1e-5)
-    assert all(0.0 <= v <= 1.0 + 1e-6 for v in got)
-    with pytest.raises(ValueError, match="layer 9 is not in 0..2"):
-        BertScorer(str(model), layer=9)
+    answers = pl.DataFrame(
+        {
+            "qid": ["1", "2"],
+            "answer": ["The U.S. dollar, isn't it?", "a cat"],
+            "gold": [["The US dollar is it"], ["the cat sat"]],
+            "docids": [["d1"], ["d2"]],
+        }
+    )
+    by = {}
+    for scheme in ("msmarco", "squad"):
+        t = rag.score_dataset("m", answers, "rouge_bleu", {}, tokenization=scheme)
+        by[scheme] = {(q, m): v for _, q, m, v in t.iter_rows()}
+        for qid, pred, gold in zip(answers["qid"], answers["answer"], answers["gold"], strict=True):
+            assert by[scheme][qid, "ROUGE-L"] == pytest.approx(qa_metrics.rouge_l(pred, gold, scheme=scheme))
+        want = qa_metrics.corpus_bleu(
+            answers["answer"].to_list(), answers["gold"].to_list(), 3, scheme=scheme
+        )
+        assert by[scheme][None, "BLEU-3"] == pytest.approx(want)
+    assert by["msmarco"]["1", "ROUGE-L"] != pytest.approx(by["squad"]["1", "ROUGE-L"])

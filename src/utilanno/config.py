@@ -222,6 +222,19 @@ def _cross_check(config: dict) -> list[str]:
                         f"config key '{key}.{k}': {dname} searches the corpus of {owner}, encoded once;"
                         f" set it under evaluation.encoding.datasets.{owner}"
                     )
+    rag = config["rag"]
+    if rag["bertscore_model"] and rag["bertscore_layer"] is None and rag["bertscore_model_type"] is None:
+        out.append(
+            "config key 'rag.bertscore_layer': set the layer BERTScore compares, or rag.bertscore_model_type"
+            " to take bert-score's default layer for that model"
+        )
+    if rag["bertscore_rescale_with_baseline"] and not (
+        rag["bertscore_model_type"] or rag["bertscore_baseline_path"]
+    ):
+        out.append(
+            "config key 'rag.bertscore_rescale_with_baseline': needs rag.bertscore_model_type (a shipped"
+            " baseline) or rag.bertscore_baseline_path"
+        )
     for dname, measures in config["evaluation"]["measures"].items():
         ref(f"evaluation.measures.{dname}", dname, datasets, "datasets")
         out += _measure_problems(f"evaluation.measures.{dname}", measures)

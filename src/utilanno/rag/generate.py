@@ -185,9 +185,15 @@ def qrels_positives(qrels_file) -> dict[str, set[str]]:
 
 
 def score_dataset(
-    dataset: str, answers: pl.DataFrame, kind: str, positives: dict[str, set[str]], bertscorer=None
+    dataset: str,
+    answers: pl.DataFrame,
+    kind: str,
+    positives: dict[str, set[str]],
+    bertscorer=None,
+    tokenization: str = "msmarco",
 ) -> pl.DataFrame:
-    """Per-query (and corpus-level, qid null) values of one dataset's answers (with a `gold` column)."""
+    """Per-query (and corpus-level, qid null) values of one dataset's answers (with a `gold` column).
+    ROUGE-L and BLEU compare `tokenization` tokens (qa_metrics.tokenize); EM and F1 SQuAD-normalised ones."""
     if kind not in KINDS:
         raise ValueError(f"unknown RAG metrics {kind!r} (expected one of {KINDS})")
     rows = []
@@ -198,10 +204,13 @@ def score_dataset(
             values["EM"] = qa_metrics.exact_match(pred, gold)
             values["F1"] = qa_metrics.token_f1(pred, gold)
         else:
-            values["ROUGE-L"] = qa_metrics.rouge_l(pred, gold)
+            values["ROUGE-L"] = qa_metrics.rouge_l(pred, gold, scheme=tokenization)
         rows += [(dataset, qid, m, values[m]) for m in MEASURES[kind]]
     if kind == "rouge_bleu":
-        rows += [(dataset, None, f"BLEU-{n}", qa_metrics.corpus_bleu(preds, golds, n)) for n in (3, 4)]
+        rows += [
+            (dataset, None, f"BLEU-{n}", qa_metrics.corpus_bleu(preds, golds, n, scheme=tokenization))
+            for n in (3, 4)
+        ]
         if bertscorer is not None:
             f1 = bertscorer(preds, golds)
             rows += [(dataset, q, BERTSCORE, v) for q, v in zip(answers["qid"], f1, strict=True)]
@@ -230,7 +239,9 @@ def score(datasets: dict[str, dict], answers_out, metrics_out, bertscorer=None) 
         table = table.with_columns(dataset=pl.lit(name)).select(list(ANSWERS_SCHEMA))
         merged.append(table)
         use_bert = bertscorer if d["metrics"] == "rouge_bleu" else None
-        values = score_dataset(name, table, d["metrics"], qrels_positives(d["qrels"]), use_bert)
+        values = score_dataset(
+            name, table, d["metrics"], qrels_positives(d["qrels"]), use_bert, d.get("tokenization", "msmarco")
+        )
         metrics.append(values)
         summary[name] = {
             "queries": table.height,

@@ -1,15 +1,44 @@
-"""QA metrics of the RAG stage (PAPER-SPEC G): SQuAD-normalised EM and token F1 (NQ, HotpotQA), ROUGE-L and
-corpus BLEU-n (MS MARCO QA), and the retrieval "Recall" column.
+"""QA metrics of the RAG stage (PAPER-SPEC G): EM and token F1 (NQ, HotpotQA), ROUGE-L and corpus BLEU-n
+(MS MARCO QA), and the retrieval "Recall" column.
 
-Every text is compared after SQuAD's normalisation (lower case, punctuation and the articles a/an/the removed,
-whitespace collapsed), so scores do not depend on case or punctuation the generator happens to use.
-Multiple gold answers: EM and F1 take the best answer; ROUGE-L takes the best precision and the best recall
-separately (the MS MARCO / coco-caption way); BLEU clips n-gram counts by the most any reference has and
-measures brevity against the closest reference length (ties: the shorter), as Papineni et al. and sacrebleu.
+Two scoring schemes say how a text becomes tokens (`tokenize`) and, for BLEU, which formula is used:
+
+``"squad"`` (EM, F1; the default everywhere)
+    SQuAD's normalisation: lower case, punctuation and the articles a/an/the removed, whitespace collapsed.
+    BLEU is the textbook corpus BLEU of Papineni et al. without smoothing (equal to sacrebleu with
+    ``tokenize="none", smooth_method="none"``).
+
+``"msmarco"`` (the official MS MARCO QnA scoring, for BLEU and ROUGE-L)
+    What `Evaluation/ms_marco_eval.py` of microsoft/MSMARCO-Question-Answering does: every answer is run
+    through spaCy's blank English tokenizer (`NlpEnglish(parser=False)` there, `spacy.blank("en")` here), each
+    token is stripped of whitespace and lower-cased, and the tokens are joined by single spaces. Punctuation
+    and articles stay (they are tokens). That string is then scored by the coco-caption scorers the script
+    downloads (tylin/coco-caption `pycocoevalcap/bleu/bleu_scorer.py`, `pycocoevalcap/rouge/rouge.py`):
+
+    - BLEU: `Bleu(4)` with `option='closest'`, at corpus level. Tokens are `str.split()` of the joined string.
+      Per answer, n-gram counts are clipped by the most any one reference has and the reference length is
+      the one closest to the answer's (ties: the shorter). Clipped matches, n-gram totals and both lengths
+      are summed over the corpus; BLEU-n = (prod_{k<=n} (matches_k + 1e-15) / (totals_k + 1e-9))^(1/n),
+      times exp(1 - 1/ratio) when ratio = (answer_len + 1e-15) / (ref_len + 1e-9) < 1. So an order with no
+      match gives a tiny positive precision instead of 0, and an answer corpus exactly as long as its
+      references still gets a brevity factor of exp(-(1e-9 - 1e-15) / len), just below 1.
+    - ROUGE-L: tokens are `str.split(" ")` of the joined string, so a whitespace token of spaCy (a double
+      space, a newline, a tab) survives as an empty-string token and counts in the lengths, and an empty
+      answer is one empty token. Per answer: LCS precision and recall against each reference, the best
+      precision and the best recall (possibly from different references), F = (1 + b^2) P R / (R + b^2 P)
+      with b = 1.2, 0 if either is 0; the script reports the mean over answers.
+
+    The script drops queries whose reference is "No Answer Present." (the data stage already does) and
+    needs exactly one candidate per query. Tokens come from the installed spaCy 3.x tokenizer; the 2016-2018
+    spaCy releases the script was written against can split rare strings differently.
+
+Multiple gold answers: EM and F1 take the best answer; ROUGE-L the best precision and the best recall
+separately; BLEU clips counts by the per-n-gram maximum over the references.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import string
@@ -19,19 +48,51 @@ from collections.abc import Sequence
 _PUNCT = str.maketrans("", "", string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 ROUGE_BETA = 1.2  # the MS MARCO / coco-caption ROUGE-L weighting of recall over precision
+SCHEMES = ("squad", "msmarco")
+# coco-caption bleu_scorer.py: added to numerators ("tiny") and denominators ("small") of the n-gram
+# precisions and of the length ratio.
+COCO_TINY = 1e-15
+COCO_SMALL = 1e-9
 
 
-def normalize(text: str) -> str:
-    """SQuAD's answer normalisation: lower -> drop punctuation -> drop articles -> collapse whitespace."""
+def _check_scheme(scheme: str) -> None:
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown tokenisation scheme {scheme!r} (expected one of {SCHEMES})")
+
+
+@functools.cache
+def _spacy_tokenizer():
+    """spaCy's rule-based English tokenizer, loaded once (no model download: `spacy.blank`)."""
+    import spacy
+
+    return spacy.blank("en").tokenizer
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _msmarco_normalize(text: str) -> str:
+    return " ".join(tok.text.strip().lower() for tok in _spacy_tokenizer()(text))
+
+
+def normalize(text: str, scheme: str = "squad") -> str:
+    """The normalised text as one string.
+
+    squad: lower -> drop punctuation -> drop articles -> collapse whitespace.
+    msmarco: spaCy tokens, each stripped and lower-cased, joined by single spaces (ms_marco_eval's
+    `normalize_batch`); a whitespace token becomes an empty string, so two spaces can follow each other.
+    """
+    _check_scheme(scheme)
+    if scheme == "msmarco":
+        return _msmarco_normalize(text)
     return " ".join(_ARTICLES.sub(" ", text.lower().translate(_PUNCT)).split())
 
 
-def tokens(text: str) -> list[str]:
-    return normalize(text).split()
+def tokenize(text: str, scheme: str = "squad") -> list[str]:
+    """The tokens EM, F1 and BLEU compare: `normalize(text, scheme).split()` (never an empty token)."""
+    return normalize(text, scheme).split()
 
 
 def exact_match(prediction: str, golds: Sequence[str]) -> float:
-    """1.0 when the normalised prediction equals some normalised gold answer."""
+    """1.0 when the SQuAD-normalised prediction equals some SQuAD-normalised gold answer."""
     pred = normalize(prediction)
     return float(any(pred == normalize(g) for g in golds))
 
@@ -47,9 +108,9 @@ def _f1(pred: list[str], gold: list[str]) -> float:
 
 
 def token_f1(prediction: str, golds: Sequence[str]) -> float:
-    """SQuAD token F1 against the best gold answer."""
-    pred = tokens(prediction)
-    return max((_f1(pred, tokens(g)) for g in golds), default=0.0)
+    """SQuAD token F1 against the best gold answer (SQuAD tokens)."""
+    pred = tokenize(prediction)
+    return max((_f1(pred, tokenize(g)) for g in golds), default=0.0)
 
 
 def lcs(a: Sequence[str], b: Sequence[str]) -> int:
@@ -65,11 +126,22 @@ def lcs(a: Sequence[str], b: Sequence[str]) -> int:
     return prev[-1]
 
 
-def rouge_l(prediction: str, golds: Sequence[str], beta: float = ROUGE_BETA) -> float:
+def _rouge_tokens(text: str, scheme: str) -> list[str]:
+    if scheme == "msmarco":
+        return normalize(text, scheme).split(" ")  # coco rouge.py splits on single spaces
+    return tokenize(text, scheme)
+
+
+def rouge_l(prediction: str, golds: Sequence[str], beta: float = ROUGE_BETA, scheme: str = "squad") -> float:
     """ROUGE-L F of one answer: best LCS precision and best LCS recall over the references, combined with
-    recall weighted beta^2 times precision. With one reference and beta 1 this is rouge-score's F1."""
-    pred = tokens(prediction)
-    refs = [r for r in (tokens(g) for g in golds) if r]
+    recall weighted beta^2 times precision. With one reference and beta 1 this is rouge-score's F1.
+
+    squad drops references that normalise to nothing; msmarco keeps every reference as coco's rouge.py sees
+    it. No references at all (or none left) scores 0.
+    """
+    _check_scheme(scheme)
+    pred = _rouge_tokens(prediction, scheme)
+    refs = [r for r in (_rouge_tokens(g, scheme) for g in golds) if r]
     if not pred or not refs:
         return 0.0
     hits = [lcs(pred, r) for r in refs]
@@ -84,16 +156,26 @@ def _ngrams(toks: list[str], n: int) -> Counter:
     return Counter(tuple(toks[i : i + n]) for i in range(len(toks) - n + 1))
 
 
-def corpus_bleu(predictions: Sequence[str], golds: Sequence[Sequence[str]], n: int = 4) -> float:
-    """Corpus BLEU-n (uniform weights, no smoothing) in [0, 1]: clipped n-gram counts and lengths are summed
-    over all answers before the precisions and the brevity penalty are taken."""
+def corpus_bleu(
+    predictions: Sequence[str], golds: Sequence[Sequence[str]], n: int = 4, scheme: str = "squad"
+) -> float:
+    """Corpus BLEU-n (uniform weights) in [0, 1]: clipped n-gram counts and lengths are summed over all
+    answers before the precisions and the brevity penalty are taken; the reference length of an answer is
+    the closest one (ties: the shorter). An answer without references counts as having one empty reference.
+
+    squad: no smoothing, 0 when some order has no match (sacrebleu's value). msmarco: coco-caption's formula
+    (module docstring), the official MS MARCO QnA BLEU-n.
+    """
+    _check_scheme(scheme)
     if len(predictions) != len(golds):
         raise ValueError(f"{len(predictions)} predictions but {len(golds)} gold answer lists")
+    if n < 1:
+        raise ValueError(f"BLEU order must be at least 1, got {n}")
     matches, totals = [0] * n, [0] * n
     pred_len = ref_len = 0
     for prediction, refs in zip(predictions, golds, strict=True):
-        pred = tokens(prediction)
-        ref_toks = [tokens(g) for g in refs] or [[]]
+        pred = tokenize(prediction, scheme)
+        ref_toks = [tokenize(g, scheme) for g in refs] or [[]]
         pred_len += len(pred)
         ref_len += min((abs(len(r) - len(pred)), len(r)) for r in ref_toks)[1]
         for k in range(1, n + 1):
@@ -103,6 +185,13 @@ def corpus_bleu(predictions: Sequence[str], golds: Sequence[Sequence[str]], n: i
                 most |= _ngrams(r, k)
             matches[k - 1] += sum((counts & most).values())
             totals[k - 1] += max(0, len(pred) - k + 1)
+    if scheme == "msmarco":
+        product = 1.0
+        for m, t in zip(matches, totals, strict=True):
+            product *= (m + COCO_TINY) / (t + COCO_SMALL)
+        ratio = (pred_len + COCO_TINY) / (ref_len + COCO_SMALL)
+        brevity = math.exp(1 - 1 / ratio) if ratio < 1 else 1.0
+        return product ** (1 / n) * brevity
     if pred_len == 0 or 0 in matches:
         return 0.0
     log_precision = sum(math.log(m / t) for m, t in zip(matches, totals, strict=True)) / n
