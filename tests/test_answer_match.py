@@ -1,0 +1,217 @@
+"""DPR-style answer matching and top-k answer accuracy, on hand-made passages.
+
+Expected tokens follow DPR's SimpleTokenizer as written in facebookresearch/DPR dpr/utils/tokenizers.py
+(runs of \\p{L}\\p{N}\\p{M}, else one non-separator non-control character, lower-cased) after the NFD step of
+dpr/data/qa_validation.py::_normalize; they are worked out by hand here, not by calling the code under test.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from utilanno.evaluate.answer_match import (
+    DEFAULT_KS,
+    answer_tokens,
+    first_answer_rank,
+    has_answer,
+    measure_name,
+    ranked_docids,
+    topk_accuracy,
+)
+from utilanno.evaluate.metrics import PER_QUERY_SCHEMA
+
+E_ACUTE = "\u00e9"  # precomposed é
+COMBINING_ACUTE = "\u0301"
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ("Hello, World!", ["hello", ",", "world", "!"]),
+        ("U.S.", ["u", ".", "s", "."]),  # punctuation is a token of its own, even inside an abbreviation
+        ("don't", ["don", "'", "t"]),
+        ("3.5%", ["3", ".", "5", "%"]),
+        ("1,000", ["1", ",", "000"]),
+        ("well-known", ["well", "-", "known"]),
+        ("The 2nd", ["the", "2nd"]),  # letters and digits in one run
+        ("a\tb\nc  d", ["a", "b", "c", "d"]),  # whitespace is never a token
+        ("x\u00a0y", ["x", "y"]),  # no-break space: a separator (Zs)
+        ("x\u200by", ["x", "y"]),  # zero-width space: a format character (Cf), not a token
+        ("", []),
+        # NFD splits é into e + U+0301; the mark is \p{M}, so it stays inside the word token
+        (f"Beyonc{E_ACUTE}", ["beyonce" + COMBINING_ACUTE]),
+        (f"Beyonce{COMBINING_ACUTE}", ["beyonce" + COMBINING_ACUTE]),
+        ("ÅNGSTRÖM", ["a\u030angstro\u0308m"]),
+    ],
+)
+def test_answer_tokens_are_dprs(text, want):
+    assert answer_tokens(text) == want
+
+
+@pytest.mark.parametrize(
+    ("answers", "text", "want"),
+    [
+        (["party"], "The party started.", True),
+        (["art"], "The party started.", False),  # part of a word never matches
+        (["start"], "The party started.", False),
+        (["PARIS"], "paris is big", True),  # uncased
+        (["paris"], "PARIS IS BIG", True),
+        (["york"], "new york", True),  # at the very end of the passage
+        (["new"], "new york", True),  # at the very start
+        (["new york"], "new york", True),  # the whole passage
+        (["New York"], "I love New York City.", True),  # several tokens, contiguous
+        (["New York"], "I love New\nYork City.", True),  # whitespace between tokens does not matter
+        (["New York"], "York, New", False),  # order matters
+        (["New York"], "New, York", False),  # contiguous: the comma is a token in between
+        (["New York City"], "New York", False),  # longer than the passage
+        (["U.S."], "the U.S. army", True),
+        (["U.S"], "the U.S. army", True),  # [u . s] is a run of [the u . s . army]
+        (["US"], "the U.S. army", False),
+        (["Paris, France"], "Paris France", False),
+        (["Paris France"], "Paris, France", False),
+        (["well-known"], "a well known fact", False),
+        (["1,000"], "about 1000 people", False),
+        (["1000"], "about 1,000 people", False),
+        ([f"Beyonc{E_ACUTE}"], f"Beyonce{COMBINING_ACUTE} Knowles", True),  # NFD: composed == decomposed
+        ([f"Beyonce{COMBINING_ACUTE}"], f"Beyonc{E_ACUTE} Knowles", True),
+        ([f"Beyonc{E_ACUTE}"], "Beyonce Knowles", False),  # accents are kept, not stripped
+        (["Beyonce"], f"Beyonc{E_ACUTE} Knowles", False),
+        (["xyz", "party"], "The party started.", True),  # any of the answers
+        (["party", "xyz"], "The party started.", True),
+        (["xyz", "abc"], "The party started.", False),
+        ([], "The party started.", False),
+        ([""], "The party started.", True),  # DPR: an answer without tokens matches any passage
+        (["  "], "", True),  # ... even an empty one
+        (["party"], "", False),
+    ],
+)
+def test_has_answer(answers, text, want):
+    assert has_answer(answers, text) is want
+
+
+def test_measure_names():
+    assert [measure_name(k) for k in DEFAULT_KS] == ["Top20", "Top40", "Top60", "Top80", "Top100"]
+    assert DEFAULT_KS == (20, 40, 60, 80, 100)
+
+
+PASSAGES = {
+    "p1": "The Eiffel Tower is in Paris.",
+    "p2": "Paris is the capital of France.",
+    "p3": "Rome is the capital of Italy.",
+    "p4": "Berlin has many parties.",
+    "p5": "It was built in 1889.",
+}
+
+
+def _values(table: pl.DataFrame) -> dict[tuple[str, str], float]:
+    return {(m, q): v for q, m, v in table.iter_rows()}
+
+
+def test_topk_accuracy_hand_made():
+    ranked = {
+        "q1": ["p3", "p2", "p1"],  # "France" first at rank 2
+        "q2": ["p1", "p2", "p3"],  # "Berlin" nowhere in the top 3
+        "q4": ["p5", "p4"],  # "1889" at rank 1
+        "q5": ["p1"],  # no answer strings
+        "qx": ["p1"],  # not a judged query: ignored
+    }
+    answers = {"q1": ["France"], "q2": ["Berlin"], "q3": ["Paris"], "q4": ["1889", "Berlin"], "q5": []}
+    table = topk_accuracy(ranked, PASSAGES, answers, ks=[1, 2, 3])
+    assert dict(table.schema) == PER_QUERY_SCHEMA
+    want = {
+        "q1": (0.0, 1.0, 1.0),  # at rank k counts, at rank k + 1 does not
+        "q2": (0.0, 0.0, 0.0),
+        "q3": (0.0, 0.0, 0.0),  # missing from the run
+        "q4": (1.0, 1.0, 1.0),
+        "q5": (0.0, 0.0, 0.0),
+    }
+    assert _values(table) == {(f"Top{k}", q): v[i] for q, v in want.items() for i, k in enumerate([1, 2, 3])}
+    # rows: measures in the order given, then qid
+    assert table["measure"].to_list() == ["Top1"] * 5 + ["Top2"] * 5 + ["Top3"] * 5
+    assert table["qid"].to_list() == ["q1", "q2", "q3", "q4", "q5"] * 3
+    # DPR's top-k accuracy is the mean over all judged queries
+    means = table.group_by("measure").agg(pl.col("value").mean())
+    assert dict(means.iter_rows()) == {"Top1": 1 / 5, "Top2": 2 / 5, "Top3": 2 / 5}
+
+
+def test_topk_accuracy_keeps_the_order_of_ks_and_sorts_qids():
+    ranked = {"b": ["p2"], "a": ["p3"]}
+    answers = {"b": ["Paris"], "a": ["Paris"]}
+    table = topk_accuracy(ranked, PASSAGES, answers, ks=[3, 1])
+    assert table.rows() == [("a", "Top3", 0.0), ("b", "Top3", 1.0), ("a", "Top1", 0.0), ("b", "Top1", 1.0)]
+
+
+def test_topk_accuracy_default_cutoffs_at_their_boundaries():
+    filler = {f"d{i}": f"filler passage number {i}" for i in range(1, 101)}
+    passages = {**filler, "gold": "The answer is Zanzibar."}
+
+    def run_with_gold_at(rank):
+        docs = [f"d{i}" for i in range(1, 101)]
+        docs.insert(rank - 1, "gold")
+        return docs[:100]
+
+    ranked = {f"at{r}": run_with_gold_at(r) for r in (1, 20, 21, 40, 41, 100)}
+    ranked["never"] = [f"d{i}" for i in range(1, 101)]
+    answers = {q: ["zanzibar"] for q in ranked}
+    got = _values(topk_accuracy(ranked, passages, answers))
+    reached = {"at1": 20, "at20": 20, "at21": 40, "at40": 40, "at41": 60, "at100": 100, "never": None}
+    for qid, first_k in reached.items():
+        for k in DEFAULT_KS:
+            assert got[(f"Top{k}", qid)] == float(first_k is not None and first_k <= k), (qid, k)
+
+
+def test_passages_beyond_the_deepest_cutoff_are_not_read():
+    ranked = {"q": ["p3", "p4", "unknown"]}
+    table = topk_accuracy(ranked, PASSAGES, {"q": ["Paris"]}, ks=[2])
+    assert table.rows() == [("q", "Top2", 0.0)]
+    with pytest.raises(KeyError, match="'unknown' of the run is not in the passage texts"):
+        topk_accuracy(ranked, PASSAGES, {"q": ["Paris"]}, ks=[3])
+    # the search stops at the first passage with an answer
+    assert first_answer_rank(["p2", "unknown"], PASSAGES, ["Paris"], depth=5) == 1
+
+
+def test_first_answer_rank():
+    assert first_answer_rank(["p3", "p4", "p1"], PASSAGES, ["Eiffel Tower"], depth=3) == 3
+    assert first_answer_rank(["p3", "p4", "p1"], PASSAGES, ["Eiffel Tower"], depth=2) is None
+    assert first_answer_rank(["p3", "p4", "p1"], PASSAGES, ["tower eiffel"], depth=3) is None
+    assert first_answer_rank([], PASSAGES, ["Paris"], depth=3) is None
+    assert first_answer_rank(["p1"], PASSAGES, [], depth=3) is None
+
+
+def test_topk_accuracy_with_no_queries():
+    table = topk_accuracy({"q": ["p1"]}, PASSAGES, {}, ks=[1])
+    assert table.height == 0
+    assert dict(table.schema) == PER_QUERY_SCHEMA
+
+
+@pytest.mark.parametrize(
+    ("ks", "error", "match"),
+    [
+        ([], ValueError, "no cut-offs"),
+        ([0], ValueError, "positive integer"),
+        ([-1], ValueError, "positive integer"),
+        ([2.0], ValueError, "positive integer"),
+        ([True], ValueError, "positive integer"),
+        ([5, 5], ValueError, "listed twice"),
+        (5, TypeError, "list of cut-offs"),
+    ],
+)
+def test_bad_cutoffs(ks, error, match):
+    with pytest.raises(error, match=match):
+        topk_accuracy({}, PASSAGES, {"q": ["x"]}, ks=ks)
+
+
+def test_ranked_docids_orders_by_score_then_docid():
+    run = pl.DataFrame(
+        {
+            "qid": ["q1", "q1", "q1", "q2", "q2"],
+            "docid": ["p3", "p1", "p2", "p5", "p4"],
+            "score": [1.0, 2.0, 2.0, 0.5, 0.7],
+        }
+    )
+    assert ranked_docids(run) == {"q1": ["p1", "p2", "p3"], "q2": ["p4", "p5"]}
+    assert ranked_docids(run, depth=1) == {"q1": ["p1"], "q2": ["p4"]}
+    # straight into topk_accuracy: q1's "Rome" is in p3, third
+    table = topk_accuracy(ranked_docids(run), PASSAGES, {"q1": ["Rome"]}, ks=[2, 3])
+    assert table.rows() == [("q1", "Top2", 0.0), ("q1", "Top3", 1.0)]
