@@ -146,6 +146,12 @@ rule metrics:
         qrels=lambda wc: [
             f"{PLAN.data_dir(d)}/qrels-{PLAN.eval_split(d)}.trec" for d in PLAN.eval_datasets(wc.system)
         ],
+        answers=lambda wc: [
+            f
+            for d in PLAN.eval_datasets(wc.system)
+            if PLAN.answer_measures(d)
+            for f in PLAN.answer_tables(d)
+        ],
         script=script("evaluate.py"),
     output:
         f"{RESULTS}/metrics/{{system}}.parquet",
@@ -165,11 +171,17 @@ rule metrics:
                 for d, r, q in zip(PLAN.eval_datasets(wc.system), input.runs, input.qrels)
             ]
         ),
+        answers=lambda wc: cli(
+            answers=[
+                (d, *PLAN.answer_tables(d)) for d in PLAN.eval_datasets(wc.system) if PLAN.answer_measures(d)
+            ]
+        ),
         spec=lambda wc: json.dumps(
             {d: PLAN.measures(d) for d in PLAN.eval_datasets(wc.system)}, sort_keys=True
         ),
     shell:
-        "python {input.script:q} metrics {params.evals:q} --spec {params.spec:q} --out {output:q} > {log:q} 2>&1"
+        "python {input.script:q} metrics {params.evals:q} {params.answers:q} --spec {params.spec:q} --out {output:q}"
+        " > {log:q} 2>&1"
 
 
 rule results_table:

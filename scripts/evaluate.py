@@ -156,25 +156,41 @@ def bm25_search_cmd(index_dir, queries, depth, threads, drop_self_hits, out):
 
 @cli.command("metrics")
 @click.option("--eval", "evals", required=True, multiple=True, nargs=4, help="DATASET RUN QRELS BEIR(0/1)")
+@click.option(
+    "--answers",
+    "answer_files",
+    multiple=True,
+    nargs=3,
+    help="DATASET ANSWERS CORPUS: gold answers for the dataset's top-k accuracy measures (Top20, ...).",
+)
 @click.option("--spec", "spec_json", required=True, help="JSON: measures per dataset.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False))
-def metrics_cmd(evals, spec_json, out):
+def metrics_cmd(evals, answer_files, spec_json, out):
     """Per-query metric values of one system on its datasets (trec_eval -c: a judged query missing from the
-    run scores 0). BEIR runs drop hits whose docid is the query id, as BEIR's evaluator does."""
+    run scores 0). BEIR runs drop hits whose docid is the query id, as BEIR's evaluator does. Top-k answer
+    accuracy (DPR's has_answer) is scored against the gold answers of --answers."""
     import polars as pl
 
     from utilanno.data import convert
-    from utilanno.evaluate import metrics
+    from utilanno.evaluate import answer_match, metrics
     from utilanno.evaluate import runfiles as runs
 
     measures = json.loads(spec_json)
+    answers = {d: (a, c) for d, a, c in answer_files}
     frames = []
     for dataset, run_file, qrels, beir in evals:
+        top_k = [m for m in measures[dataset] if answer_match.parse_measure(m)]
+        ir = [m for m in measures[dataset] if m not in top_k]
         try:
             run = runs.read_run(run_file)
             if beir == "1":
                 run = runs.drop_self_hits(run)
-            per_query = metrics.evaluate(convert.read_qrels(qrels), run, measures[dataset])
+            parts = [metrics.evaluate(convert.read_qrels(qrels), run, ir)] if ir else []
+            if top_k:
+                if dataset not in answers:
+                    raise ValueError(f"{', '.join(top_k)} need --answers for dataset {dataset!r}")
+                parts.append(answer_match.evaluate_file(run, *answers[dataset], top_k))
+            per_query = pl.concat(parts)
         except (ValueError, InputFormatError, KeyError) as err:
             _fail(f"{run_file}: {err}")
         summary = metrics.summarize(per_query)

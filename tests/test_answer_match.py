@@ -215,3 +215,40 @@ def test_ranked_docids_orders_by_score_then_docid():
     # straight into topk_accuracy: q1's "Rome" is in p3, third
     table = topk_accuracy(ranked_docids(run), PASSAGES, {"q1": ["Rome"]}, ks=[2, 3])
     assert table.rows() == [("q1", "Top2", 0.0), ("q1", "Top3", 1.0)]
+
+
+def test_metrics_command_scores_top_k_beside_ir_measures(tmp_path):
+    """`evaluate.py metrics` with --answers: Top-k accuracy from the gold answers and the corpus text, nDCG
+    from the qrels, one per-query table; a dataset asking for TopK without answers fails naming it."""
+    import importlib.util
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    repo = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("evaluate_cli", repo / "scripts" / "evaluate.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    corpus = {"d1": "Paris is in France", "d2": "the art of war", "d3": "a party in Paris"}
+    pl.DataFrame({"docid": list(corpus), "title": "", "text": list(corpus.values())}).write_parquet(
+        tmp_path / "corpus.parquet"
+    )
+    pl.DataFrame({"qid": ["q1", "q2", "q3"], "answers": [["paris"], ["art"], ["nowhere"]]}).write_parquet(
+        tmp_path / "answers.parquet"
+    )
+    (tmp_path / "qrels.trec").write_text("q1 0 d1 1\nq2 0 d2 1\n")
+    # q1: d2 then d1 (Paris at rank 2); q2: d3 ("party" is not "art") then d2; q3: nothing matches
+    run = "q1 Q0 d2 1 3.0 t\nq1 Q0 d1 2 2.0 t\nq2 Q0 d3 1 3.0 t\nq2 Q0 d2 2 1.0 t\nq3 Q0 d1 1 1.0 t\n"
+    (tmp_path / "run.trec").write_text(run)
+    args = ["metrics", "--eval", "nq", str(tmp_path / "run.trec"), str(tmp_path / "qrels.trec"), "1"]
+    args += ["--spec", '{"nq": ["nDCG@10", "Top1", "Top2"]}', "--out", str(tmp_path / "m.parquet")]
+    answers = ["--answers", "nq", str(tmp_path / "answers.parquet"), str(tmp_path / "corpus.parquet")]
+    result = CliRunner().invoke(cli.cli, args + answers)
+    assert result.exit_code == 0, result.output
+    got = pl.read_parquet(tmp_path / "m.parquet")
+    value = {(q, m): v for _, q, m, v in got.iter_rows()}
+    assert [value["q1", "Top1"], value["q2", "Top1"], value["q3", "Top1"]] == [0.0, 0.0, 0.0]
+    assert [value["q1", "Top2"], value["q2", "Top2"], value["q3", "Top2"]] == [1.0, 1.0, 0.0]
+    assert ("q3", "nDCG@10") not in value and value["q1", "nDCG@10"] > 0  # nDCG: the qrels' queries only
+    result = CliRunner().invoke(cli.cli, args)
+    assert result.exit_code != 0 and "Top1, Top2 need --answers for dataset 'nq'" in result.output

@@ -251,6 +251,10 @@ def mistake(mutate):
             "'rag.bertscore_rescale_with_baseline': needs rag.bertscore_model_type",
         ),
         (
+            lambda c: c["evaluation"]["measures"].update(dl19=["nDCG@10", "Top20"]),
+            "'evaluation.measures.dl19': Top20 (top-k answer accuracy) needs gold answers",
+        ),
+        (
             lambda c: c["evaluation"]["groups"].update(pair=["dl19", "dl19"]),
             "'evaluation.groups.pair': a member is listed twice",
         ),

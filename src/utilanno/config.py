@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -237,7 +238,13 @@ def _cross_check(config: dict) -> list[str]:
         )
     for dname, measures in config["evaluation"]["measures"].items():
         ref(f"evaluation.measures.{dname}", dname, datasets, "datasets")
-        out += _measure_problems(f"evaluation.measures.{dname}", measures)
+        top_k = [m for m in measures if re.fullmatch(r"Top[1-9][0-9]*", m)]
+        out += _measure_problems(f"evaluation.measures.{dname}", [m for m in measures if m not in top_k])
+        if top_k and dname in datasets and not _eval_answers(datasets[dname]):
+            out.append(
+                f"config key 'evaluation.measures.{dname}': {top_k[0]} (top-k answer accuracy) needs gold"
+                f" answers for the split {dname} is evaluated on (datasets.{dname}.answers)"
+            )
     ann = config["annotation"]
     ref("annotation.annotator", ann["annotator"], config["llms"], "llms")
     ref("annotation.dataset", ann["dataset"], datasets, "datasets")
@@ -369,6 +376,14 @@ def _group_cycles(groups: dict[str, list[str]]) -> list[str]:
                 path.append(member)
                 todo.append((member, iter(groups[member])))
     return out
+
+
+def _eval_answers(ds: dict) -> bool:
+    """Whether a dataset has gold answers for its evaluation split (BEIR's is `test`)."""
+    answers = ds.get("answers", {})
+    if "beir" in ds:
+        return "test" in answers
+    return any(s in answers for s in ds.get("qrels", {}) if s != "train" and s in ds.get("queries", {}))
 
 
 def _measure_problems(key: str, measures: list[str]) -> list[str]:

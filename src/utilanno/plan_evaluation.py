@@ -83,6 +83,15 @@ class EvaluationPlan:
         d = self.embeddings_dir(experiment, owner)
         return [f"{d}/corpus-{k}.npy" for k in range(self.encode_shards(owner))]
 
+    def answer_measures(self, dataset: str) -> list[str]:
+        """The top-k answer accuracy measures (`Top20`, ...) of a dataset: scored against its gold answers."""
+        return [m for m in self.measures(dataset) if m.startswith("Top") and m[3:].isdigit()]
+
+    def answer_tables(self, dataset: str) -> tuple[str, str]:
+        """Gold answers of a dataset's evaluation split and the corpus its runs rank."""
+        answers = f"{self.data_dir(dataset)}/answers-{self.eval_split(dataset)}.parquet"
+        return answers, f"{self.data_dir(self.corpus_owner(dataset))}/corpus.parquet"
+
     def measures(self, dataset: str) -> list[str]:
         return self.config["evaluation"]["measures"].get(dataset, ["nDCG@10"])
 

@@ -46,6 +46,33 @@ _TOKEN = regex.compile(
 _PROGRESS_EVERY = 10_000
 
 
+def parse_measure(name: str) -> int | None:
+    """k of a top-k accuracy measure name (`Top20` -> 20), None for any other name."""
+    m = regex.fullmatch(r"Top([1-9][0-9]*)", name)
+    return int(m.group(1)) if m else None
+
+
+def evaluate_file(run: pl.DataFrame, answers_file, corpus_file, measures: Sequence[str]) -> pl.DataFrame:
+    """Per-query top-k accuracy of a run against an answers table (qid, answers) and the corpus (docid, text):
+    only the passages within the deepest cut-off are read from the corpus."""
+    from utilanno import tables
+
+    ks = [parse_measure(m) for m in measures]
+    if None in ks:
+        raise ValueError(f"not top-k accuracy measures: {[m for m in measures if parse_measure(m) is None]}")
+    golds = tables.read_parquet(answers_file, columns=["qid", "answers"])
+    ranked = ranked_docids(run.filter(pl.col("qid").is_in(golds["qid"].implode())), max(ks))
+    wanted = pl.Series("docid", sorted({d for docs in ranked.values() for d in docs}), dtype=pl.String)
+    texts = (
+        tables.scan_parquet(corpus_file)
+        .select("docid", "text")
+        .filter(pl.col("docid").is_in(wanted.implode()))
+        .collect()
+    )
+    answers = {q: a or [] for q, a in golds.iter_rows()}
+    return topk_accuracy(ranked, dict(texts.iter_rows()), answers, ks)
+
+
 def measure_name(k: int) -> str:
     """`Top20` for k = 20: EMNLP Table 9's column name. Not an ir_measures name (those are `Name@k`), so it
     cannot be mistaken for a qrels-based measure such as `Success@20`."""

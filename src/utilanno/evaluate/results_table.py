@@ -68,7 +68,13 @@ def build(spec: dict) -> tuple[pl.DataFrame, pl.DataFrame]:
         # inner groups come first, and each group's row joins `mine`, so an outer group averages its
         # members' means: the BEIR average counts CQADupStack once, as the mean of its forums
         for name, members in spec.get("groups", {}).get(system, {}).items():
-            g = group_mean(mine, members).select("measure", "value", "n_queries")
+            # the measures every member reports (NQ's top-k accuracy does not enter the BEIR average)
+            have = [set(mine.filter(pl.col("dataset") == m)["measure"]) for m in members]
+            shared = set.intersection(*have) if have else set()
+            if not shared:
+                raise ValueError(f"group {name!r} of {system}: its members {members} share no measure")
+            rows_in = mine.filter(pl.col("measure").is_in(list(shared)))
+            g = group_mean(rows_in, members).select("measure", "value", "n_queries")
             row = g.with_columns(system=pl.lit(system), dataset=pl.lit(name)).select(list(TABLE))
             mine = pl.concat([mine, row])
             groups.append(row)
