@@ -51,6 +51,37 @@ def test_dry_run_succeeds_under_each_profile(profile, configfile, capsys, tmp_pa
         print(f"\n  dry run {'paper' if configfile is None else 'tiny'} / {profile}: {elapsed:.1f} s")
 
 
+def test_paper_dry_run_shows_the_protocol(tmp_path):
+    """The paper grid's commands carry the titled MS MARCO corpus, BEIR's evaluation lengths and passage text,
+    its self-hit rule, and MS MARCO's training lengths (PAPER-SPEC F; docs/fidelity.md)."""
+    targets = [
+        "results/runs/retromae-human/beir-arguana.trec",
+        "results/runs/retromae-human/msmarco.trec",
+        "results/runs/bm25/beir-quora.trec",
+    ]  # a few outputs, not `all`: printing 3,000 commands takes minutes on a loaded machine
+    proc = snakemake(
+        "-n", "-p", *targets, "--directory", str(tmp_path), "--configfile", str(REPO / "config.yaml")
+    )
+    lines = [x for x in (proc.stdout + proc.stderr).splitlines() if "python " in x]
+
+    def command(*needles):
+        found = [x for x in lines if all(n in x for n in needles)]
+        assert found, f"no command with {needles}"
+        return found[0]
+
+    assert "--titles marco/para.title.txt" in command(" corpus ", "data/msmarco/corpus.parquet")
+    beir = command("encode-corpus", "beir-arguana/corpus.parquet")
+    assert "--max-len 512 --passage-text space" in beir
+    msmarco = command("encode-corpus", "data/msmarco/corpus.parquet")
+    assert "--max-len" not in msmarco and "--passage-text sep" in msmarco  # the retriever's training length
+    assert "--drop-self-hits --query-max-len 512" in command(
+        "evaluate.py search", "runs/retromae-human/beir-arguana"
+    )
+    dev = command("evaluate.py search", "runs/retromae-human/msmarco.trec")
+    assert "--query-max-len" not in dev and "--drop-self-hits" not in dev
+    assert "--drop-self-hits" in command("bm25-search", "runs/bm25/beir-quora.trec")
+
+
 def test_bad_config_fails_before_any_job(tmp_path):
     bad = yaml.safe_load(TINY.read_text())
     bad["training"]["learning_rate"] = "fast"
