@@ -20,6 +20,7 @@ include: "rules/pool.smk"
 include: "rules/annotate.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
+include: "rules/hybrid.smk"
 include: "rules/rag.smk"
 
 

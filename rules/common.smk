@@ -52,8 +52,13 @@ def script(name):
     return str(Path(workflow.basedir) / "scripts" / name)
 
 
+def alternatives(names):
+    """A wildcard constraint matching exactly these names (never anything when there are none)."""
+    return "|".join(re.escape(n) for n in sorted(names)) or "(?!)"
+
+
 wildcard_constraints:
-    dataset=r"[A-Za-z0-9][A-Za-z0-9._-]*",
+    dataset=alternatives(PLAN.datasets),
     split=r"[A-Za-z0-9][A-Za-z0-9._-]*",
     source=r"[A-Za-z0-9][A-Za-z0-9._-]*",
 
@@ -98,11 +103,6 @@ def prompt_path(path):
 
 def prompt_file(step):
     return prompt_path(config["annotation"]["prompts"][step])
-
-
-def alternatives(names):
-    """A wildcard constraint matching exactly these names (never anything when there are none)."""
-    return "|".join(re.escape(n) for n in sorted(names)) or "(?!)"
 
 
 def llm_arg(name):

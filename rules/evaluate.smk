@@ -5,6 +5,8 @@ EVAL = config["evaluation"]
 EVAL_DATASETS = PLAN.eval_datasets()
 CORPUS_OWNERS = sorted({PLAN.corpus_owner(d) for d in EVAL_DATASETS})
 EXPERIMENTS = list(config["experiments"])
+# the hybrid sets' runs are restrictions of the dev runs (rules/hybrid.smk), never searched
+SEARCHED = [d for d in EVAL_DATASETS if d not in PLAN.hybrid_sets()]
 
 
 wildcard_constraints:
@@ -66,6 +68,8 @@ rule search:
         f"{LOGS}/search/{{experiment}}/{{eval_dataset}}.log",
     benchmark:
         f"{BENCH}/search/{{experiment}}/{{eval_dataset}}.tsv"
+    wildcard_constraints:
+        eval_dataset=alternatives(SEARCHED),
     conda:
         "../envs/train.yaml"
     container:
@@ -124,6 +128,8 @@ rule bm25_search:
         f"{RESULTS}/runs/bm25/{{eval_dataset}}.trec",
     log:
         f"{LOGS}/bm25_search/{{eval_dataset}}.log",
+    wildcard_constraints:
+        eval_dataset=alternatives(SEARCHED),
     conda:
         "../envs/eval.yaml"
     container:

@@ -254,6 +254,25 @@ def mistake(mutate):
             lambda c: c["evaluation"]["measures"].update(dl19=["nDCG@10", "Top20"]),
             "'evaluation.measures.dl19': Top20 (top-k answer accuracy) needs gold answers",
         ),
+        (lambda c: c["hybrid"].update(judge="gpt-5"), "'hybrid.judge': 'gpt-5' is not defined in 'llms'"),
+        (
+            lambda c: c["hybrid"]["pools"].update(contriever=["tiny-human"]),
+            "'hybrid.pools.contriever': a pool is named by its backbone",
+        ),
+        (
+            lambda c: c["hybrid"]["pools"]["tiny-bert"].append("tiny-nope"),
+            "'hybrid.pools.tiny-bert.4': 'tiny-nope' is not defined in 'experiments'",
+        ),
+        (
+            lambda c: c["experiments"]["tiny-human"].update(evaluate=["dl19"]),
+            "'hybrid.pools.tiny-bert.0': tiny-human is not evaluated on msmarco (no dev run to pool)",
+        ),
+        (lambda c: c["hybrid"].update(dataset="dl19"), "'hybrid.dataset': dl19 has no QA answers"),
+        (lambda c: c["hybrid"].update(overlap=16), "'hybrid.overlap': 16 must be smaller than hybrid.window"),
+        (
+            lambda c: c["hybrid"].update(measures=["RR@10", "MRR@ten"]),
+            "'hybrid.measures.1': 'MRR@ten' is not an ir_measures measure",
+        ),
         (
             lambda c: c["evaluation"]["groups"].update(pair=["dl19", "dl19"]),
             "'evaluation.groups.pair': a member is listed twice",

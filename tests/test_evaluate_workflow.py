@@ -3,6 +3,8 @@ results table with groups and significance tests."""
 
 from __future__ import annotations
 
+import json
+
 import polars as pl
 import pytest
 
@@ -73,3 +75,36 @@ def test_no_embedding_outlives_its_last_reader(tiny):
     assert (results / "runs").is_dir()
     left = sorted(str(f.relative_to(results)) for f in (results / "index").rglob("*") if f.is_file())
     assert left == [], left
+
+
+def test_hybrid_test_judges_the_pool_and_scores_every_system(tiny):
+    """The tiny judge labels the union of the pooled retrievers' top passages; gold = human ∪ judged; every
+    system (BM25 too) is scored on the hybrid set with its measures and tested against its baselines."""
+    results, p, cfg = tiny
+    (hybrid_set,) = p.hybrid_sets()
+    stats = json.loads((results / "data" / hybrid_set / "hybrid-stats.json").read_text())
+    assert stats["queries"] == cfg["hybrid"]["queries"] and sum(stats["window_status"].values()) > 0
+    gold = pl.read_csv(
+        results / "data" / hybrid_set / "qrels-test.trec",
+        separator=" ",
+        has_header=False,
+        new_columns=["qid", "q0", "docid", "rel"],
+        schema_overrides={"qid": pl.String, "docid": pl.String},
+    )
+    dev = pl.read_csv(
+        results / "data/msmarco/qrels-dev.trec",
+        separator=" ",
+        has_header=False,
+        new_columns=["qid", "q0", "docid", "rel"],
+        schema_overrides={"qid": pl.String, "docid": pl.String},
+    )
+    human = dev.filter(pl.col("qid").is_in(gold["qid"].unique().implode()) & (pl.col("rel") > 0))
+    assert human.join(gold, on=["qid", "docid"], how="anti").is_empty()  # every human positive is gold
+    table = pl.read_csv(results / "metrics/results.tsv", separator="\t")
+    mine = table.filter(pl.col("dataset") == hybrid_set)
+    assert set(mine["system"]) == set(p.systems())
+    assert set(mine["measure"]) == set(cfg["hybrid"]["measures"])
+    sig = pl.read_csv(
+        results / "metrics/significance.tsv", separator="\t", schema_overrides={"mark": pl.String}
+    )
+    assert hybrid_set in set(sig["dataset"])

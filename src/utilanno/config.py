@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator, validators
 
+from utilanno.config_evaluation import eval_answers, group_cycles, hybrid_problems, measure_problems
 from utilanno.dataset_specs import expand_beir, iter_tables
 from utilanno.errors import ConfigError
 from utilanno.plan import Plan
@@ -197,7 +198,7 @@ def _cross_check(config: dict) -> list[str]:
                 ref(f"evaluation.groups.{group}.{i}", member, datasets, "datasets")
         if len(set(members)) != len(members):
             out.append(f"config key 'evaluation.groups.{group}': a member is listed twice")
-    out += _group_cycles(groups)
+    out += group_cycles(groups)
     for i, name in enumerate(config["evaluation"]["datasets"]):
         if name not in datasets and name not in config["evaluation"]["groups"]:
             ref(f"evaluation.datasets.{i}", name, datasets, "datasets")
@@ -223,6 +224,7 @@ def _cross_check(config: dict) -> list[str]:
                         f"config key '{key}.{k}': {dname} searches the corpus of {owner}, encoded once;"
                         f" set it under evaluation.encoding.datasets.{owner}"
                     )
+    out += hybrid_problems(config, datasets)
     rag = config["rag"]
     if rag["bertscore_model"] and rag["bertscore_layer"] is None and rag["bertscore_model_type"] is None:
         out.append(
@@ -239,8 +241,8 @@ def _cross_check(config: dict) -> list[str]:
     for dname, measures in config["evaluation"]["measures"].items():
         ref(f"evaluation.measures.{dname}", dname, datasets, "datasets")
         top_k = [m for m in measures if re.fullmatch(r"Top[1-9][0-9]*", m)]
-        out += _measure_problems(f"evaluation.measures.{dname}", [m for m in measures if m not in top_k])
-        if top_k and dname in datasets and not _eval_answers(datasets[dname]):
+        out += measure_problems(f"evaluation.measures.{dname}", [m for m in measures if m not in top_k])
+        if top_k and dname in datasets and not eval_answers(datasets[dname]):
             out.append(
                 f"config key 'evaluation.measures.{dname}': {top_k[0]} (top-k answer accuracy) needs gold"
                 f" answers for the split {dname} is evaluated on (datasets.{dname}.answers)"
@@ -354,48 +356,4 @@ def _model_problems(config: dict) -> list[str]:
         elif path.startswith(("/", ".", "~")) or path.count("/") > 1:
             if not Path(path).expanduser().is_dir():
                 out.append(f"config key '{key}': model folder {model!r} does not exist")
-    return out
-
-
-def _group_cycles(groups: dict[str, list[str]]) -> list[str]:
-    """A group that contains itself, directly or through other groups, has no mean."""
-    out = []
-    for start in groups:
-        path, todo = [start], [(start, iter(groups[start]))]
-        while todo:
-            name, members = todo[-1]
-            member = next(members, None)
-            if member is None:
-                todo.pop()
-                path.pop()
-            elif member == start:
-                via = " -> ".join([*path, start])
-                out.append(f"config key 'evaluation.groups.{start}': contains itself via {via}")
-                break
-            elif member in groups and member not in path:
-                path.append(member)
-                todo.append((member, iter(groups[member])))
-    return out
-
-
-def _eval_answers(ds: dict) -> bool:
-    """Whether a dataset has gold answers for its evaluation split (BEIR's is `test`)."""
-    answers = ds.get("answers", {})
-    if "beir" in ds:
-        return "test" in answers
-    return any(s in answers for s in ds.get("qrels", {}) if s != "train" and s in ds.get("queries", {}))
-
-
-def _measure_problems(key: str, measures: list[str]) -> list[str]:
-    """Measure names that ir_measures cannot parse (checked here, not hours later in the metrics job)."""
-    try:
-        import ir_measures
-    except ImportError:  # Snakemake runs without the eval extra: the metrics job still parses them
-        return []
-    out = []
-    for i, name in enumerate(measures):
-        try:
-            ir_measures.parse_measure(name)
-        except (ValueError, NameError, TypeError, AttributeError, SyntaxError) as err:
-            out.append(f"config key '{key}.{i}': {name!r} is not an ir_measures measure ({err})")
     return out

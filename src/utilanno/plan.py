@@ -52,7 +52,10 @@ class Plan(EvaluationPlan):
         return f"{self.results}/data/{dataset}"
 
     def corpus_owner(self, dataset: str) -> str:
-        """The dataset whose corpus.parquet this dataset uses (TREC DL shares MS MARCO's)."""
+        """The dataset whose corpus.parquet this dataset uses (TREC DL shares MS MARCO's, a hybrid set its
+        sampled dataset's)."""
+        if dataset in self.hybrid_sets():
+            dataset = self.config["hybrid"]["dataset"]
         seen = [dataset]
         while "dataset" in self.datasets[dataset].get("corpus", {}):
             dataset = self.datasets[dataset]["corpus"]["dataset"]

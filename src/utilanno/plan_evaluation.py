@@ -24,11 +24,49 @@ class EvaluationPlan:
         ev = self.config["evaluation"]
         exps = self.config["experiments"]
         if system in exps:
-            return list(exps[system].get("evaluate", ev["datasets"]))
+            names = list(exps[system].get("evaluate", ev["datasets"]))
+            hy = self.config.get("hybrid") or {}
+            if self.hybrid_sets() and hy["dataset"] in self._members(names):
+                names += [d for d, pool in self.hybrid_sets().items() if pool == exps[system]["backbone"]]
+            return names
         names = list(ev["datasets"])
-        for exp in exps.values():
-            names += [n for n in exp.get("evaluate", []) if n not in names]
+        for exp in exps:
+            names += [n for n in self.eval_names(exp) if n not in names]
         return names
+
+    # -- the Hybrid Test ---------------------------------------------------------------------------------
+    def hybrid_sets(self) -> dict[str, str]:
+        """{hybrid dataset: its pool (a backbone)}, e.g. msmarco-hybrid-retromae; none without a judge."""
+        hy = self.config.get("hybrid") or {}
+        if not hy.get("judge"):
+            return {}
+        return {f"{hy['dataset']}-hybrid-{pool}": pool for pool in sorted(hy["pools"])}
+
+    def hybrid_dir(self, pool: str) -> str:
+        return f"{self.results}/hybrid/{pool}"
+
+    def hybrid_shards(self, pool: str, kind: str) -> list[str]:
+        """The pool (`pool`, .parquet) or judge (`judge`, .jsonl) shards of a hybrid pool."""
+        ext = "parquet" if kind == "pool" else "jsonl"
+        return [
+            f"{self.hybrid_dir(pool)}/{kind}/shard-{k}.{ext}" for k in range(self.config["hybrid"]["shards"])
+        ]
+
+    def hybrid_runs(self, pool: str) -> list[str]:
+        """The dev runs whose top passages make the pool."""
+        hy = self.config["hybrid"]
+        return [f"{self.results}/runs/{exp}/{hy['dataset']}.trec" for exp in hy["pools"][pool]]
+
+    def hybrid_sources(self) -> dict[str, str]:
+        """queries, answers and qrels of the sampled split, and the corpus."""
+        ds = self.config["hybrid"]["dataset"]
+        d, split = self.data_dir(ds), self.eval_split(ds)
+        return {
+            "queries": f"{d}/queries-{split}.parquet",
+            "answers": f"{d}/answers-{split}.parquet",
+            "qrels": f"{d}/qrels-{split}.trec",
+            "corpus": f"{self.data_dir(self.corpus_owner(ds))}/corpus.parquet",
+        }
 
     def eval_datasets(self, system: str | None = None) -> list[str]:
         """Datasets a system is evaluated on (groups replaced by their members, in order, once each); all
@@ -58,6 +96,8 @@ class EvaluationPlan:
 
     def eval_split(self, dataset: str) -> str:
         """The split a dataset is evaluated on: its one non-training split with queries and qrels."""
+        if dataset in self.hybrid_sets():
+            return "test"
         ds = self.datasets[dataset]
         splits = [s for s in ds.get("queries", {}) if s != "train" and s in ds.get("qrels", {})]
         if len(splits) != 1:
@@ -93,7 +133,8 @@ class EvaluationPlan:
         return answers, f"{self.data_dir(self.corpus_owner(dataset))}/corpus.parquet"
 
     def measures(self, dataset: str) -> list[str]:
-        return self.config["evaluation"]["measures"].get(dataset, ["nDCG@10"])
+        default = self.config["hybrid"]["measures"] if dataset in self.hybrid_sets() else ["nDCG@10"]
+        return self.config["evaluation"]["measures"].get(dataset, default)
 
     def encoding(self, dataset: str) -> dict:
         """query_max_len, passage_max_len (None: the retriever's training length) and passage_text of a
@@ -111,7 +152,7 @@ class EvaluationPlan:
         }
 
     def is_beir(self, dataset: str) -> bool:
-        return "beir" in self.config["datasets"][dataset]
+        return "beir" in self.config["datasets"].get(dataset, {})
 
     def metrics_file(self, system: str) -> str:
         return f"{self.results}/metrics/{system}.parquet"

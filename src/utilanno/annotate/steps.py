@@ -48,13 +48,22 @@ def _passages(row: dict) -> dict[str, str]:
 
 
 def relsel_tasks(pools: pl.DataFrame, prompt: Prompt, passage_words: int) -> list[Task]:
+    return selection_tasks(pools, prompt, passage_words)
+
+
+def selection_tasks(
+    pools: pl.DataFrame, prompt: Prompt, passage_words: int, answers: dict[str, str] | None = None
+) -> list[Task]:
+    """A selection prompt per relevance window of each pool (RelSel; with `answers`, the Hybrid Test's
+    UtilSel judge given each query's reference answer). A passage in two windows keeps the first's label."""
     tasks = []
     for row in pools.iter_rows(named=True):
         order = [p["docid"] for p in row["passages"]]
         texts = _passages(row)
         shown = [[order[i] for i in w] for w in row["windows"]]
+        answer = answers[row["qid"]] if answers is not None else ""
         convs = [
-            prompt.render(row["query"], [texts[d] for d in docs], passage_words=passage_words)
+            prompt.render(row["query"], [texts[d] for d in docs], answer=answer, passage_words=passage_words)
             for docs in shown
         ]
 
