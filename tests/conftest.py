@@ -16,10 +16,13 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "config" / "tiny.yaml"
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 # Jobs call `python`: the interpreter running the tests must come first on PATH (as `make` arranges).
+# A secret in the environment of every run: no log or output file may contain it (test_evaluate_workflow).
+API_KEY_CANARY = "sk-canary-7f3d9e1b2c4a"
 ENV = {
     **os.environ,
     "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     "HF_HUB_OFFLINE": "1",
+    "OPENAI_API_KEY": API_KEY_CANARY,
 }
 
 
@@ -77,6 +80,7 @@ def tiny_work(tmp_path_factory) -> Path:
             f"prompts/{step}.yaml"  # work's copy
         )
     shutil.copy2(REPO / "prompts" / "replug.yaml", work / "prompts" / "replug.yaml")
+    shutil.copy2(REPO / "prompts" / "hybrid.yaml", work / "prompts" / "hybrid.yaml")
     for name in ("rag-words", "rag-sentences"):  # rag.datasets.*.prompt are relative: the work copies win
         shutil.copy2(REPO / "prompts" / f"{name}.yaml", work / "prompts" / f"{name}.yaml")
     conf.setdefault("replug", {})["prompt"] = "prompts/replug.yaml"

@@ -108,3 +108,16 @@ def test_hybrid_test_judges_the_pool_and_scores_every_system(tiny):
         results / "metrics/significance.tsv", separator="\t", schema_overrides={"mark": pl.String}
     )
     assert hybrid_set in set(sig["dataset"])
+
+
+def test_an_api_key_in_the_environment_reaches_no_log_or_output(tiny):
+    """The tiny run had OPENAI_API_KEY set (conftest.API_KEY_CANARY): no file it wrote contains it."""
+    from conftest import API_KEY_CANARY
+
+    results, _, _ = tiny
+    leaks = [
+        str(f)
+        for f in results.rglob("*")
+        if f.is_file() and f.stat().st_size < 200_000_000 and API_KEY_CANARY.encode() in f.read_bytes()
+    ]
+    assert not leaks, leaks

@@ -107,7 +107,9 @@ EXPECTED = {
         ),
     ],
 }
+EXPECTED["hybrid.yaml"] = EXPECTED["utilsel.yaml"]  # the Hybrid Test's judge: the UtilSel prompt (B.9)
 OUTPUT = {
+    "hybrid.yaml": "selection",
     "relsel.yaml": "selection",
     "pseudo_answer.yaml": "answer",
     "utilsel.yaml": "selection",
