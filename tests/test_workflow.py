@@ -82,6 +82,20 @@ def test_paper_dry_run_shows_the_protocol(tmp_path):
     assert "--drop-self-hits" in command("bm25-search", "runs/bm25/beir-quora.trec")
 
 
+def test_paper_dry_run_has_a_hybrid_pool_per_backbone(tmp_path):
+    """Two pools (RetroMAE, Contriever) x hybrid.shards judge jobs; each experiment of a backbone gets its
+    hybrid run, BM25 one per pool."""
+    from conftest import job_counts
+
+    paper = yaml.safe_load((REPO / "config.yaml").read_text())
+    proc = snakemake("-n", "--directory", str(tmp_path), "--configfile", str(REPO / "config.yaml"))
+    counts = job_counts(proc.stdout + proc.stderr)
+    shards = paper["hybrid"]["shards"]
+    assert counts["hybrid_pool"] == 2 and counts["hybrid_gold"] == 2 and counts["hybrid_judge"] == 2 * shards
+    evaluated = [e for e, x in paper["experiments"].items() if "msmarco" in x.get("evaluate", ["msmarco"])]
+    assert counts["hybrid_run"] == len(evaluated) + 2
+
+
 def test_bad_config_fails_before_any_job(tmp_path):
     bad = yaml.safe_load(TINY.read_text())
     bad["training"]["learning_rate"] = "fast"

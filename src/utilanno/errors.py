@@ -16,3 +16,7 @@ class InputFormatError(ValueError):
 
 class ConfigError(ValueError):
     """A configuration mistake, naming the key and what was expected."""
+
+
+class EngineError(RuntimeError):
+    """An LLM engine gave up (e.g. an endpoint that stays unreachable): the message says where and why."""

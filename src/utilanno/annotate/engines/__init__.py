@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .base import AnswerScore, Engine, Generation, Sampling, answer_token_ids, guide_pattern
-from .openai_engine import OPENAI_NO_SCORES, OpenAIEngine
+from .openai_engine import OPENAI_NO_SCORES, OpenAIEngine, OpenAIEngineError, usage_cost
 from .transformers_engine import RegexGuide, TransformersEngine
 from .vllm_engine import VllmEngine
 
@@ -13,6 +13,7 @@ __all__ = [
     "Engine",
     "Generation",
     "OpenAIEngine",
+    "OpenAIEngineError",
     "RegexGuide",
     "Sampling",
     "TransformersEngine",
@@ -20,6 +21,7 @@ __all__ = [
     "answer_token_ids",
     "create",
     "guide_pattern",
+    "usage_cost",
 ]
 
 
@@ -43,5 +45,15 @@ def create(llm: dict, gpus: int | None = None, threads: int | None = None) -> En
     if engine == "openai":
         if not llm.get("base_url"):
             raise ValueError("the openai engine needs 'base_url'")
-        return OpenAIEngine(llm["model"], llm["base_url"])
+        return OpenAIEngine(
+            llm["model"],
+            llm["base_url"],
+            concurrency=llm.get("concurrency", 8),
+            retries=llm.get("max_retries", 5),
+            timeout=llm.get("timeout", 600),
+            server=llm.get("server", "vllm"),
+            api_key_env=llm.get("api_key_env", "OPENAI_API_KEY"),
+            backoff=llm.get("retry_backoff", 1.0),
+            jitter=0.25,
+        )
     raise ValueError(f"unknown engine {engine!r}")
