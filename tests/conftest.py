@@ -85,7 +85,7 @@ def tiny_work(tmp_path_factory) -> Path:
         shutil.copy2(REPO / "prompts" / f"{name}.yaml", work / "prompts" / f"{name}.yaml")
     conf.setdefault("replug", {})["prompt"] = "prompts/replug.yaml"
     (work / "tiny.yaml").write_text(yaml.safe_dump(conf, sort_keys=False))
-    snakemake(
+    snakemake(  # one hour: a timeout only stops a hang; the run takes about 20 minutes on 2 idle cores
         "--configfile",
         str(work / "tiny.yaml"),
         "--directory",
@@ -94,6 +94,7 @@ def tiny_work(tmp_path_factory) -> Path:
         "2",
         "--profile",
         str(REPO / "profiles" / "local"),
+        timeout=3600,
     )
     return work
 
