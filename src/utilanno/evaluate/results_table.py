@@ -67,7 +67,8 @@ def build(spec: dict) -> tuple[pl.DataFrame, pl.DataFrame]:
         mine = table.filter(pl.col("system") == system)
         # inner groups come first, and each group's row joins `mine`, so an outer group averages its
         # members' means: the BEIR average counts CQADupStack once, as the mean of its forums
-        for name, members in spec.get("groups", {}).get(system, {}).items():
+        groups_of = spec.get("groups", {}).get(system, {})
+        for name, members in _inner_first(groups_of):
             # the measures every member reports (NQ's top-k accuracy does not enter the BEIR average)
             have = [set(mine.filter(pl.col("dataset") == m)["measure"]) for m in members]
             shared = set.intersection(*have) if have else set()
@@ -93,3 +94,21 @@ def build(spec: dict) -> tuple[pl.DataFrame, pl.DataFrame]:
                         (system, dataset, measure, role, baseline, t.mean_a, t.mean_b, t.t, t.p, t.mark)
                     )
     return table, pl.DataFrame(sig, schema=SIGNIFICANCE, orient="row")
+
+
+def _inner_first(groups: dict[str, list[str]]) -> list[tuple[str, list[str]]]:
+    """Groups ordered so that a group comes after the groups it contains, whatever the spec's key order
+    (the rule writes its JSON with sorted keys)."""
+    out: dict[str, list[str]] = {}
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        if name in path:
+            raise ValueError(f"groups contain each other: {' -> '.join((*path, name))}")
+        if name in groups and name not in out:
+            for member in groups[name]:
+                visit(member, (*path, name))
+            out[name] = groups[name]
+
+    for name in groups:
+        visit(name, ())
+    return list(out.items())
