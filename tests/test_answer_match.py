@@ -7,15 +7,19 @@ dpr/data/qa_validation.py::_normalize; they are worked out by hand here, not by 
 
 from __future__ import annotations
 
+import logging
+
 import polars as pl
 import pytest
 
+from utilanno.evaluate import answer_match
 from utilanno.evaluate.answer_match import (
     DEFAULT_KS,
     answer_tokens,
     first_answer_rank,
     has_answer,
     measure_name,
+    parse_measure,
     ranked_docids,
     topk_accuracy,
 )
@@ -93,6 +97,20 @@ def test_has_answer(answers, text, want):
 def test_measure_names():
     assert [measure_name(k) for k in DEFAULT_KS] == ["Top20", "Top40", "Top60", "Top80", "Top100"]
     assert DEFAULT_KS == (20, 40, 60, 80, 100)
+    assert [parse_measure(measure_name(k)) for k in (1, 9, 10, 20, 100, 1000)] == [1, 9, 10, 20, 100, 1000]
+    for other in [
+        "Top0",
+        "Top020",
+        "top20",
+        "TOP20",
+        "Top",
+        "Top20x",
+        "xTop20",
+        "Top@20",
+        "Top-20",
+        "nDCG@10",
+    ]:
+        assert parse_measure(other) is None, other
 
 
 PASSAGES = {
@@ -188,7 +206,7 @@ def test_topk_accuracy_with_no_queries():
 @pytest.mark.parametrize(
     ("ks", "error", "match"),
     [
-        ([], ValueError, "no cut-offs"),
+        ([], ValueError, "^no cut-offs k to compute$"),
         ([0], ValueError, "positive integer"),
         ([-1], ValueError, "positive integer"),
         ([2.0], ValueError, "positive integer"),
@@ -211,6 +229,7 @@ def test_ranked_docids_orders_by_score_then_docid():
         }
     )
     assert ranked_docids(run) == {"q1": ["p1", "p2", "p3"], "q2": ["p4", "p5"]}
+    assert list(ranked_docids(run.reverse())) == ["q1", "q2"]  # queries in qid order, whatever the rows
     assert ranked_docids(run, depth=1) == {"q1": ["p1"], "q2": ["p4"]}
     # straight into topk_accuracy: q1's "Rome" is in p3, third
     table = topk_accuracy(ranked_docids(run), PASSAGES, {"q1": ["Rome"]}, ks=[2, 3])
@@ -252,3 +271,51 @@ def test_metrics_command_scores_top_k_beside_ir_measures(tmp_path):
     assert ("q3", "nDCG@10") not in value and value["q1", "nDCG@10"] > 0  # nDCG: the qrels' queries only
     result = CliRunner().invoke(cli.cli, args)
     assert result.exit_code != 0 and "Top1, Top2 need --answers for dataset 'nq'" in result.output
+
+
+def test_progress_lines(caplog, monkeypatch):
+    monkeypatch.setattr(answer_match, "_PROGRESS_EVERY", 2)
+    ranked = {"q1": ["p2"], "q2": ["p3"], "q3": ["p1"], "q4": ["p1"], "q5": ["p1"]}
+    answers = {q: ["Paris"] for q in ranked}
+    with caplog.at_level(logging.INFO, logger="utilanno.evaluate.answer_match"):
+        topk_accuracy(ranked, PASSAGES, answers, ks=[1])
+    assert caplog.messages == [
+        "answer match: 2 of 5 queries, 1 answered in the top 1",
+        "answer match: 4 of 5 queries, 3 answered in the top 1",
+        "answer match: 5 queries, 4 answered in the top 1",
+    ]
+
+
+def test_evaluate_file(tmp_path):
+    """Answers and passage texts read from tables: extra columns are fine, a null answer list scores 0, run
+    queries without answers are ignored, and passages past the deepest cut-off need not be in the corpus."""
+    pl.DataFrame(
+        {"qid": ["q1", "q2", "q3"], "answers": [["Paris"], None, ["Rome"]], "dataset": "x"},
+        schema={"qid": pl.String, "answers": pl.List(pl.String), "dataset": pl.String},
+    ).write_parquet(tmp_path / "answers.parquet")
+    corpus = {k: PASSAGES[k] for k in ("p1", "p2", "p3")}
+    pl.DataFrame({"docid": list(corpus), "title": "t", "text": list(corpus.values())}).write_parquet(
+        tmp_path / "corpus.parquet"
+    )
+    run = pl.DataFrame(
+        {
+            "qid": ["q1", "q1", "q1", "q2", "q3", "q3", "qx"],
+            "docid": ["p3", "p1", "gone", "p1", "p2", "p3", "gone"],
+            "score": [3.0, 2.0, 1.0, 1.0, 2.0, 1.0, 1.0],
+        }
+    )
+    table = answer_match.evaluate_file(
+        run, tmp_path / "answers.parquet", tmp_path / "corpus.parquet", ["Top2", "Top1"]
+    )
+    assert table.rows() == [
+        ("q1", "Top2", 1.0),
+        ("q2", "Top2", 0.0),
+        ("q3", "Top2", 1.0),
+        ("q1", "Top1", 0.0),
+        ("q2", "Top1", 0.0),
+        ("q3", "Top1", 0.0),
+    ]
+    with pytest.raises(ValueError, match=r"^not top-k accuracy measures: \['nDCG@10', 'top5'\]$"):
+        answer_match.evaluate_file(
+            run, tmp_path / "answers.parquet", tmp_path / "corpus.parquet", ["Top2", "nDCG@10", "top5"]
+        )

@@ -387,3 +387,84 @@ def test_two_processes_with_cross_device_negatives_equal_one_process():
         # each rank's gradient is the full-batch gradient of its slice (no averaging across ranks here)
         torch.testing.assert_close(grad_q, qq.grad[2 * rank : 2 * rank + 2])
         torch.testing.assert_close(grad_p, pp.grad[2 * rank : 2 * rank + 2])
+
+
+def test_in_batch_scores_by_hand():
+    q = torch.tensor([[1.0, 2.0], [0.5, -1.0]], dtype=torch.float64)
+    p = torch.tensor([[3.0, 0.0], [1.0, 1.0], [-2.0, 4.0]], dtype=torch.float64)
+    dots = [[3.0, 3.0, 6.0], [1.5, -0.5, -5.0]]
+    assert losses.in_batch_scores(q, p).tolist() == dots
+    for got, row in zip(losses.in_batch_scores(q, p, temperature=0.05).tolist(), dots, strict=True):
+        assert got == pytest.approx([v / 0.05 for v in row], rel=1e-12)
+
+
+def test_jointlh_and_summarg_with_an_offset_read_the_queries_own_group():
+    """Query 1 alone (offset 1, groups of two): its own group is columns 2 and 3 of the gathered passages."""
+    x = S.detach()[1:]
+    only_second = torch.tensor([[0, 1]])
+    assert losses.joint_lh(x, only_second, offset=1).item() == pytest.approx(lse([0, 1, 3, 2]) - 2.0)
+    assert losses.summarg(x, only_second, offset=1).item() == pytest.approx(lse([0, 1, 3, 2]) - 2.0)
+    both = torch.tensor([[1, 1]])
+    assert losses.summarg(x, both, offset=1).item() == pytest.approx(lse([0, 1, 3, 2]) - lse([3, 2]))
+    assert losses.joint_lh(x, both, offset=1).item() == pytest.approx(2 * lse([0, 1, 3, 2]) - 5.0)
+    assert losses.own_group(S.detach(), 2, offset=0).tolist() == [[2.0, 1.0], [3.0, 2.0]]
+    assert losses.own_group(x, 2, offset=1).tolist() == [[3.0, 2.0]]
+
+
+def test_jointlh_all_empty_is_zero_with_a_gradient():
+    x = torch.tensor(Z, dtype=torch.float64, requires_grad=True)
+    empty = losses.joint_lh(x, torch.zeros(3, 2, dtype=torch.long))
+    assert empty.item() == 0.0 and empty.requires_grad
+    empty.backward()
+    assert torch.all(x.grad == 0)
+
+
+def test_the_loss_registry_names_the_papers_losses():
+    assert losses.LOSSES == {
+        "singlelh": losses.single_positive,
+        "rand1lh": losses.single_positive,
+        "jointlh": losses.joint_lh,
+        "summarg": losses.summarg,
+        "replug_kl": losses.replug,
+    }
+
+
+@pytest.fixture
+def fake_process_group(monkeypatch):
+    """torch.distributed as three ranks seen from rank 1: the others hold [[1, 2]] and [[5, 6]]."""
+    state = {"initialized": True, "world": 3, "rank": 1, "gathered": []}
+    others = {0: torch.tensor([[1.0, 2.0]]), 2: torch.tensor([[5.0, 6.0]])}
+
+    def all_gather(parts, t):
+        assert len(parts) == state["world"]
+        state["gathered"].append(t)
+        for r, part in enumerate(parts):
+            part.copy_(others.get(r, t.detach()))  # a real all_gather returns detached copies
+
+    monkeypatch.setattr(dist, "is_available", lambda: True)
+    monkeypatch.setattr(dist, "is_initialized", lambda: state["initialized"])
+    monkeypatch.setattr(dist, "get_world_size", lambda: state["world"])
+    monkeypatch.setattr(dist, "get_rank", lambda: state["rank"])
+    monkeypatch.setattr(dist, "all_gather", all_gather)
+    return state
+
+
+def test_gather_with_grad_keeps_only_this_ranks_graph(fake_process_group):
+    t = torch.tensor([[3.0, 4.0]], requires_grad=True)
+    out = losses.gather_with_grad(t)
+    assert out.tolist() == [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
+    (out * torch.tensor([[7.0, 7.0], [10.0, 100.0], [9.0, 9.0]])).sum().backward()
+    assert t.grad.tolist() == [[10.0, 100.0]]  # the gradient of this rank's rows, nothing from the others
+    assert len(fake_process_group["gathered"]) == 1
+
+
+def test_gather_with_grad_is_the_identity_without_a_process_group(fake_process_group, monkeypatch):
+    t = torch.tensor([[3.0, 4.0]], requires_grad=True)
+    fake_process_group["world"] = 1
+    assert losses.gather_with_grad(t) is t
+    fake_process_group["world"], fake_process_group["initialized"] = 3, False
+    assert losses.gather_with_grad(t) is t
+    fake_process_group["initialized"] = True
+    monkeypatch.setattr(dist, "is_available", lambda: False)
+    assert losses.gather_with_grad(t) is t
+    assert fake_process_group["gathered"] == []

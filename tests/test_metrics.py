@@ -158,7 +158,7 @@ def test_measure_names_are_checked():
         metrics.evaluate(qrels, run, ["ndcg@10"])
     with pytest.raises(ValueError, match=r"'AP' is the same as 'AP\(rel=1\)'"):
         metrics.evaluate(qrels, run, ["AP(rel=1)", "AP"])
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="^measures must be a list of names, got the string 'nDCG@10'$"):
         metrics.evaluate(qrels, run, "nDCG@10")
     dup = pl.concat([qrels.head(1), qrels.head(1)])
     with pytest.raises(ValueError, match="more than once"):
@@ -212,3 +212,162 @@ def test_paired_ttest_degenerate_cases():
         metrics.paired_ttest(per_query([0.5, 0.2]), per_query([0.5]), "nDCG@10")
     with pytest.raises(ValueError, match="no values for measure 'RR@10'"):
         metrics.paired_ttest(per_query([0.5]), per_query([0.5]), "RR@10")
+
+
+def test_paired_ttest_two_queries_and_a_constant_negative_shift():
+    # n = 2 is the smallest sample with a t statistic: t = mean(d) / (sd(d) / sqrt(2)) on d = (0.3, 0.1),
+    # mean 0.2, sd sqrt(0.02) -> t = 0.2 / 0.1 = 2.0; two-sided p on 1 degree of freedom: 1 - 2 atan(2) / pi
+    got = metrics.paired_ttest(per_query([0.8, 0.6]), per_query([0.5, 0.5]), "nDCG@10")
+    assert got.t == pytest.approx(2.0) and got.p == pytest.approx(1 - 2 * math.atan(2.0) / math.pi)
+    assert got.n == 2 and got.mark == "" and (got.mean_a, got.mean_b) == (pytest.approx(0.7), 0.5)
+    down = metrics.paired_ttest(per_query([0.25, 0.5, 0.0]), per_query([0.5, 0.75, 0.25]), "nDCG@10")
+    assert (down.t, down.p, down.mark) == (-math.inf, 0.0, "-")
+
+
+def test_paired_ttest_significance_is_p_strictly_below_alpha():
+    a = [0.9, 0.8, 0.7, 1.0, 0.6, 0.95, 0.85, 0.75]
+    b = [0.5, 0.6, 0.4, 0.7, 0.5, 0.6, 0.65, 0.55]
+    p = stats.ttest_rel(a, b).pvalue
+    assert metrics.paired_ttest(per_query(a), per_query(b), "nDCG@10", alpha=p).mark == ""
+    assert metrics.paired_ttest(per_query(a), per_query(b), "nDCG@10", alpha=p * 1.0001).mark == "+"
+    # the default alpha is 0.05: p = 0.045 is significant, p = 0.14 is not
+    just = [0.6, 0.7, 0.55, 0.75, 0.65, 0.5, 0.7, 0.6]
+    assert 0.04 < stats.ttest_rel(just, b).pvalue < 0.05
+    assert metrics.paired_ttest(per_query(just), per_query(b), "nDCG@10").mark == "+"
+    loose = [0.6, 0.6, 0.4, 0.8, 0.5, 0.65, 0.6, 0.6]
+    assert 0.1 < stats.ttest_rel(loose, b).pvalue < 0.2
+    assert metrics.paired_ttest(per_query(loose), per_query(b), "nDCG@10").mark == ""
+
+
+def test_paired_ttest_rejects_duplicate_queries():
+    dup = pl.DataFrame({"qid": ["q0", "q0"], "measure": "nDCG@10", "value": [0.1, 0.2]})
+    with pytest.raises(ValueError, match="system A has several values per query for 'nDCG@10'"):
+        metrics.paired_ttest(dup, per_query([0.5]), "nDCG@10")
+    with pytest.raises(ValueError, match="system B has several values per query"):
+        metrics.paired_ttest(per_query([0.5]), dup, "nDCG@10")
+    with pytest.raises(ValueError, match=r"system B has no values for measure 'RR@10' \(has \['nDCG@10'\]\)"):
+        metrics.paired_ttest(per_query([0.5], "RR@10"), per_query([0.5]), "RR@10")
+    with pytest.raises(ValueError, match=r"0 only in A \(e.g. \[\]\), 1 only in B \(e.g. \['q1'\]\)"):
+        metrics.paired_ttest(per_query([0.5]), per_query([0.5, 0.2]), "nDCG@10")
+
+
+def test_qrels_and_measure_lists_are_checked():
+    qrels, run = random_case(0, tied=True)
+    with pytest.raises(ValueError, match=r"missing \['rel'\]"):
+        metrics.evaluate(qrels.drop("rel"), run, ["nDCG@10"])
+    with pytest.raises(ValueError, match="^qrels are empty: no judged queries to evaluate$"):
+        metrics.evaluate(qrels.head(0), run, ["nDCG@10"])
+    with pytest.raises(ValueError, match="^no measures to compute$"):
+        metrics.evaluate(qrels, run, [])
+    with pytest.raises(ValueError, match=r"judge doc 'd1' for query 'q1' more than once"):
+        dup = pl.DataFrame({"qid": ["q0", "q1", "q1"], "docid": ["d0", "d1", "d1"], "rel": [1, 1, 0]})
+        metrics.evaluate(dup, run, ["nDCG@10"])
+    assert metrics.parse_measures(("nDCG@10", "RR@10")).keys() == {"nDCG@10", "RR@10"}
+
+
+def test_group_mean_rejects_partial_or_doubled_members():
+    summaries = pl.DataFrame(
+        {
+            "dataset": ["a", "b", "b"],
+            "measure": ["m", "m", "m"],
+            "value": [0.1, 0.2, 0.4],
+            "n_queries": [1, 2, 2],
+        }
+    )
+    with pytest.raises(ValueError, match="^a group needs at least one member dataset$"):
+        metrics.group_mean(summaries, [])
+    with pytest.raises(ValueError, match=r"listed twice: \['a'\]"):
+        metrics.group_mean(summaries, ["a", "b", "a"])
+    with pytest.raises(ValueError, match="^a member dataset reports one measure more than once$"):
+        metrics.group_mean(summaries, ["a", "b"])
+    one = metrics.group_mean(summaries.head(1), ["a"])
+    assert one.rows() == [("m", 0.1, 1, 1)]
+
+
+TEN = ["nDCG@10", "RR@10", "R@1000", "P@5", "AP", "R@100", "nDCG@3", "RR@100", "P@1", "Judged@10"]
+
+
+def test_group_mean_keeps_the_measure_order():
+    summaries = pl.DataFrame(
+        {
+            "dataset": [d for d in ("a", "b") for _ in TEN],
+            "measure": TEN * 2,
+            "value": [0.1 * k for k in range(10)] + [0.1 * k + 0.2 for k in range(10)],
+            "n_queries": [3] * 10 + [5] * 10,
+        }
+    )
+    got = metrics.group_mean(summaries, ["a", "b"])
+    assert got["measure"].to_list() == TEN
+    assert got["value"].to_list() == pytest.approx([0.1 * k + 0.1 for k in range(10)])
+    assert got["n_queries"].to_list() == [8] * 10 and got["n_datasets"].to_list() == [2] * 10
+
+
+def test_paired_ttest_errors_list_what_there_is():
+    ten = pl.DataFrame({"qid": "q0", "measure": TEN, "value": 0.5})
+    with pytest.raises(
+        ValueError, match="^system A has no values for measure 'Top20' \\(has (.*)\\)$"
+    ) as info:
+        metrics.paired_ttest(ten, ten, "Top20")
+    assert str(info.value).endswith(f"(has {TEN})")
+    five = per_query([0.1] * 5)
+    with pytest.raises(ValueError) as info:
+        metrics.paired_ttest(five, per_query([0.1]), "nDCG@10")
+    assert "4 only in A (e.g. ['q1', 'q2', 'q3']), 0 only in B (e.g. [])" in str(info.value)
+    with pytest.raises(ValueError) as info:
+        metrics.paired_ttest(per_query([0.1]), five, "nDCG@10")
+    assert "0 only in A (e.g. []), 4 only in B (e.g. ['q1', 'q2', 'q3'])" in str(info.value)
+
+
+def test_paired_ttest_differences_spanning_exactly_one():
+    # d = (1, 0): mean 1/2, sd sqrt(1/2), t = (1/2) / (sqrt(1/2) / sqrt(2)) = 1; p = 1 - 2 atan(1) / pi = 1/2
+    got = metrics.paired_ttest(per_query([1.0, 0.0]), per_query([0.0, 0.0]), "nDCG@10")
+    assert (got.t, got.p, got.mark) == (pytest.approx(1.0), pytest.approx(0.5), "")
+
+
+def test_rows_sorted_by_measure_then_qid_whatever_the_qrels_order():
+    qrels = pl.DataFrame(
+        {"qid": ["q2", "q10", "q1"], "docid": ["b", "c", "a"], "rel": [1, 1, 1]},
+        schema_overrides={"rel": pl.Int32},
+    )
+    run = pl.DataFrame({"qid": ["q1", "q2", "q2"], "docid": ["a", "x", "b"], "score": [1.0, 2.0, 1.0]})
+    # one measure, three judged queries: a table of three rows and three columns
+    got = metrics.evaluate(qrels, run, ["RR@10"])
+    assert got.rows() == [("q1", "RR@10", 1.0), ("q10", "RR@10", 0.0), ("q2", "RR@10", 0.5)]
+    assert got.schema == metrics.PER_QUERY_SCHEMA
+    two = metrics.evaluate(qrels, run, ["R@5", "RR@10"])
+    assert (
+        two["qid"].to_list() == ["q1", "q10", "q2"] * 2
+        and two["measure"].to_list() == ["R@5"] * 3 + ["RR@10"] * 3
+    )
+
+
+def test_a_judged_query_the_provider_leaves_out_scores_zero(monkeypatch):
+    """trec_eval -c does not depend on the provider: one that reports only the queries of the run (as
+    pytrec_eval itself does) still gives every judged query a row, 0."""
+    real = metrics.ir_measures.iter_calc
+    monkeypatch.setattr(
+        metrics.ir_measures,
+        "iter_calc",
+        lambda measures, qrels, run: (m for m in real(measures, qrels, run) if m.query_id in run),
+    )
+    qrels = pl.DataFrame(
+        {"qid": ["q1", "q2", "q3"], "docid": ["a", "b", "c"], "rel": [1, 1, 1]},
+        schema_overrides={"rel": pl.Int32},
+    )
+    run = pl.DataFrame({"qid": ["q1", "q2"], "docid": ["a", "x"], "score": [1.0, 1.0]})
+    got = metrics.evaluate(qrels, run, ["RR@10", "R@5"])
+    assert got.rows() == [
+        ("q1", "RR@10", 1.0),
+        ("q2", "RR@10", 0.0),
+        ("q3", "RR@10", 0.0),
+        ("q1", "R@5", 1.0),
+        ("q2", "R@5", 0.0),
+        ("q3", "R@5", 0.0),
+    ]
+
+
+def test_a_doubled_judgement_is_named_by_its_first_row():
+    qrels = pl.DataFrame({"qid": ["q1"] * 4, "docid": ["a", "b", "a", "b"], "rel": [1, 0, 1, 0]})
+    run = pl.DataFrame({"qid": ["q1"], "docid": ["a"], "score": [1.0]})
+    with pytest.raises(ValueError, match="^qrels judge doc 'a' for query 'q1' more than once$"):
+        metrics.evaluate(qrels, run, ["RR@10"])

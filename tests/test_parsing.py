@@ -222,3 +222,31 @@ def test_topk_cut_empty_and_short_rankings():
     # the count is over the *input* passages; a shorter ranking gives what it has
     assert topk_cut(["a"], 30, 10) == ["a"]
     assert topk_cut(["a", "b", "c", "d"], 30, 10) == ["a", "b", "c"]
+
+
+def test_reasoning_with_several_think_tags():
+    # the answer follows the *last* closing tag, not the first or a middle one
+    assert strip_reasoning("<think>a</think>[1]<think>b</think>[2]") == "[2]"
+    assert strip_reasoning("x</think>y</think>z") == "z"
+    assert parse_ranking("<think>[1]</think>[2]<think>[3]</think>[4] > [5]", 5).ids == [3, 4]
+    # and stops at the *first* opening tag that is never closed, however many follow
+    assert strip_reasoning("[1] <think> a <think> b") == "[1] "
+    assert strip_reasoning("<think>r</think>[3]<think>x<think>y") == "[3]"
+    assert parse_selection("[1]<think>[2]<think>[3]", 5).ids == [0]
+
+
+def test_rag_answer_text_takes_the_text_after_the_last_answer_cue():
+    assert parsing.rag_answer_text("Answer: Paris") == "Paris"
+    assert parsing.rag_answer_text("  Paris is the capital.\n") == "Paris is the capital."  # no cue
+    assert parsing.rag_answer_text("Answer: Lyon\nAnswer: Paris ") == "Paris"  # two cues: the last
+    assert parsing.rag_answer_text("answer: a ANSWER : b Answer:c") == "c"  # three cues, any case and spacing
+    assert parsing.rag_answer_text("<think>Answer: no</think>The answer is Paris") == "The answer is Paris"
+    assert parsing.rag_answer_text("<think>x</think> Answer:  Rome <think>Answer: no") == "Rome"
+    assert parsing.rag_answer_text("Answer:") == "" and parsing.rag_answer_text("") == ""
+
+
+def test_rag_answer_status():
+    assert parsing.rag_answer("Answer: Paris") == parsing.Parsed("parsed", [])
+    assert parsing.rag_answer("Answer:   ") == parsing.Parsed("empty", [])
+    assert parsing.rag_answer("<think>Paris</think>") == parsing.Parsed("empty", [])
+    assert parsing.rag_answer("") == parsing.Parsed("empty", [])

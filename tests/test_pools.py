@@ -246,3 +246,81 @@ def test_pool_windows_pick_by_order_and_unknown_orders_fail():
     assert pools.pool_windows(31, 16, 1, "positive_first") == pools.anchored_windows(31, 16)
     with pytest.raises(ValueError, match="unknown pool order 'random'"):
         order_pool("q", "p", NEGS, "random", seed=0)
+
+
+def test_order_pool_pinned():
+    """Pinned once: a change would reorder every pool, and with it what each window shows the LLM."""
+    negs = ["a", "b", "c", "d", "e"]
+    assert order_pool("q1", "p", negs, "shuffle", 0) == ["c", "e", "a", "p", "b", "d"]
+    assert order_pool("q1", "p", negs, "positive_first", 0) == ["p", "d", "e", "c", "a", "b"]
+    assert order_pool("q1", "p", negs, "shuffle", 1) == ["b", "a", "d", "c", "p", "e"]
+    assert order_pool("1185869", "p", negs, "shuffle", 42) == ["a", "e", "p", "d", "b", "c"]
+    assert order_pool("q1", "p", [], "shuffle", 0) == ["p"] == order_pool("q1", "p", [], "positive_first", 0)
+
+
+def test_unknown_pool_order_names_the_known_ones():
+    with pytest.raises(
+        ValueError, match=r"unknown pool order 'x' \(expected one of \('shuffle', 'positive_first'\)\)"
+    ):
+        order_pool("q", "p", NEGS, "x", seed=0)
+    with pytest.raises(ValueError, match="overlap 16 must be smaller than the window size 16"):
+        windows(31, 16, 16)
+    assert windows(17, 16, 15) == [list(range(16)), [1, *range(2, 17)]]  # the largest overlap allowed
+
+
+def test_build_needs_a_human_positive(tmp_path):
+    pool_path = tmp_path / "train-pool.parquet"
+    pl.DataFrame(
+        {"qid": ["7"], "query": ["q"], "positives": [[]], "negatives": [["d1"]]},
+        schema={
+            "qid": pl.String,
+            "query": pl.String,
+            "positives": pl.List(pl.String),
+            "negatives": pl.List(pl.String),
+        },
+    ).write_parquet(pool_path)
+    corpus = _corpus(tmp_path, ["d1"])
+    with pytest.raises(InputFormatError, match="query '7' has no human positive"):
+        pools.build(
+            pool_path,
+            corpus,
+            [tmp_path / "s.parquet"],
+            negatives=4,
+            window=3,
+            overlap=1,
+            order="shuffle",
+            seed=0,
+        )
+
+
+def test_build_names_up_to_three_missing_passages_sorted(tmp_path):
+    pool_path, rows = _train_pool(tmp_path, n_queries=2)
+    docids = sorted(
+        {d for r in rows for d in [*r["positives"], *r["negatives"]]} - {"d1_n3", "d0_n2", "d1_n0", "d0_n1"}
+    )
+    corpus = _corpus(tmp_path, docids)
+    with pytest.raises(
+        InputFormatError, match=r"4 pool passages are not in .*, e.g. \['d0_n1', 'd0_n2', 'd1_n0'\]"
+    ):
+        pools.build(
+            pool_path,
+            corpus,
+            [tmp_path / "s.parquet"],
+            negatives=4,
+            window=16,
+            overlap=1,
+            order="shuffle",
+            seed=0,
+        )
+
+
+def test_build_stats_count_only_short_pools(tmp_path):
+    pool_path, rows = _train_pool(tmp_path, n_queries=3, n_negs=4)
+    corpus = _corpus(tmp_path, sorted({d for r in rows for d in [*r["positives"], *r["negatives"]]}))
+    outs = [tmp_path / "a.parquet", tmp_path / "b.parquet"]
+    stats = pools.build(pool_path, corpus, outs, negatives=4, window=16, overlap=1, order="shuffle", seed=0)
+    heights = [pl.read_parquet(o).height for o in outs]
+    assert stats == {"queries_in": 3, "queries_out": 3, "shard_sizes": heights, "short_pools": 0}
+    assert heights == [sum(shard_of(r["qid"], 2) == k for r in rows) for k in range(2)]
+    stats = pools.build(pool_path, corpus, outs, negatives=5, window=16, overlap=1, order="shuffle", seed=0)
+    assert stats["short_pools"] == 3

@@ -230,6 +230,7 @@ def test_corpus_bleu_hand_computed():
     got = corpus_bleu(["w x y z"], [["w x y q"]], n=3)
     assert got == pytest.approx((3 / 4 * 2 / 3 * 1 / 2) ** (1 / 3))
     assert corpus_bleu(["w x y z"], [["w x y q"]], n=1) == pytest.approx(3 / 4)
+    assert corpus_bleu(["w x y z"], [["w x y z"]]) == 1.0  # BLEU-4 by default (no 5-gram needed)
     # a short answer is penalised against the closest reference length (3, not 6)
     short = corpus_bleu(["w x"], [["w x y", "w x y z u v"]], n=2)
     assert short == pytest.approx(math.exp(1 - 3 / 2) * 1.0)
@@ -242,6 +243,7 @@ def test_corpus_bleu_hand_computed():
     assert corpus_bleu(["q"], [["w x"]], n=1) == 0.0
     assert corpus_bleu(["w x"], [["w y"]], n=2) == 0.0  # an order without a match, unsmoothed
     assert corpus_bleu(["w"], [["w"]], n=2) == 0.0  # no 2-gram at all
+    assert corpus_bleu(["w"], [["w"]], n=1) == 1.0  # a one-token corpus is fine at n = 1
     assert corpus_bleu([""], [["w"]], n=1) == 0.0
     assert corpus_bleu(["w"], [[]], n=1) == 0.0  # no references: one empty reference, nothing matches
     assert corpus_bleu([], [], n=4) == 0.0

@@ -112,8 +112,10 @@ def _check_ks(ks: Sequence[int]) -> list[int]:
 def ranked_docids(run: pl.DataFrame, depth: int | None = None) -> dict[str, list[str]]:
     """A run table (qid, docid, score) -> {qid: docids best first}, ranked by (-score, docid) as
     `runfiles.rank` (the order `metrics.evaluate` scores), at most `depth` per query."""
-    grouped = rank(run, depth).group_by("qid", maintain_order=True).agg("docid")
-    return dict(grouped.iter_rows())
+    ranked: dict[str, list[str]] = {}
+    for qid, docid in rank(run, depth).select("qid", "docid").iter_rows():
+        ranked.setdefault(qid, []).append(docid)
+    return ranked
 
 
 def first_answer_rank(
@@ -153,28 +155,25 @@ def topk_accuracy(
     """
     ks = _check_ks(ks)
     depth = max(ks)
-    qids, firsts = [], []
+    firsts: list[tuple[str, int | None]] = []
     hits = 0
-    for done, (qid, golds) in enumerate(answers.items(), start=1):
+    for qid, golds in answers.items():
         first = first_answer_rank(ranked.get(qid, ()), passages, golds, depth)
-        qids.append(qid)
-        firsts.append(first)
+        firsts.append((qid, first))
         hits += first is not None
-        if done % _PROGRESS_EVERY == 0:
+        if len(firsts) % _PROGRESS_EVERY == 0:
             log.info(
-                "answer match: %d of %d queries, %d with an answer in the top %d",
-                done,
+                "answer match: %d of %d queries, %d answered in the top %d",
+                len(firsts),
                 len(answers),
                 hits,
                 depth,
             )
-    log.info("answer match: %d queries, %d with an answer in the top %d", len(qids), hits, depth)
-    rows = {"measure": [], "qid": [], "value": [], "_m": []}
-    for m, k in enumerate(ks):
-        for qid, first in zip(qids, firsts, strict=True):
-            rows["measure"].append(measure_name(k))
-            rows["qid"].append(qid)
-            rows["value"].append(float(first is not None and first <= k))
-            rows["_m"].append(m)
-    table = pl.DataFrame(rows, schema={**PER_QUERY_SCHEMA, "_m": pl.Int64})
+    log.info("answer match: %d queries, %d answered in the top %d", len(firsts), hits, depth)
+    rows = [
+        (m, qid, measure_name(k), float(first is not None and first <= k))
+        for m, k in enumerate(ks)
+        for qid, first in firsts
+    ]
+    table = pl.DataFrame(rows, schema={"_m": pl.Int64, **PER_QUERY_SCHEMA}, orient="row")
     return table.sort("_m", "qid").select(list(PER_QUERY_SCHEMA))

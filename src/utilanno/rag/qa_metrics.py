@@ -98,11 +98,9 @@ def exact_match(prediction: str, golds: Sequence[str]) -> float:
 
 
 def _f1(pred: list[str], gold: list[str]) -> float:
-    if not pred or not gold:
-        return float(pred == gold)  # both empty counts as a match, as SQuAD 2.0 scores no-answer
     same = sum((Counter(pred) & Counter(gold)).values())
     if same == 0:
-        return 0.0
+        return float(pred == gold)  # both empty counts as a match, as SQuAD 2.0 scores no-answer
     p, r = same / len(pred), same / len(gold)
     return 2 * p * r / (p + r)
 
@@ -129,7 +127,7 @@ def lcs(a: Sequence[str], b: Sequence[str]) -> int:
 def _rouge_tokens(text: str, scheme: str) -> list[str]:
     if scheme == "msmarco":
         return normalize(text, scheme).split(" ")  # coco rouge.py splits on single spaces
-    return tokenize(text, scheme)
+    return tokenize(text)
 
 
 def rouge_l(prediction: str, golds: Sequence[str], beta: float = ROUGE_BETA, scheme: str = "squad") -> float:
@@ -144,10 +142,10 @@ def rouge_l(prediction: str, golds: Sequence[str], beta: float = ROUGE_BETA, sch
     refs = [r for r in (_rouge_tokens(g, scheme) for g in golds) if r]
     if not pred or not refs:
         return 0.0
-    hits = [lcs(pred, r) for r in refs]
-    p = max(h / len(pred) for h in hits)
-    r = max(h / len(ref) for h, ref in zip(hits, refs, strict=True))
-    if p == 0 or r == 0:
+    hits = [(lcs(pred, ref), len(ref)) for ref in refs]
+    p = max(h for h, _ in hits) / len(pred)
+    r = max(h / length for h, length in hits)
+    if p == 0:  # no token in common with any reference, so r is 0 as well
         return 0.0
     return (1 + beta**2) * p * r / (r + beta**2 * p)
 
@@ -173,29 +171,28 @@ def corpus_bleu(
         raise ValueError(f"BLEU order must be at least 1, got {n}")
     matches, totals = [0] * n, [0] * n
     pred_len = ref_len = 0
-    for prediction, refs in zip(predictions, golds, strict=True):
+    for i, prediction in enumerate(predictions):
         pred = tokenize(prediction, scheme)
-        ref_toks = [tokenize(g, scheme) for g in refs] or [[]]
+        ref_toks = [tokenize(g, scheme) for g in golds[i]] or [[]]
         pred_len += len(pred)
         ref_len += min((abs(len(r) - len(pred)), len(r)) for r in ref_toks)[1]
-        for k in range(1, n + 1):
-            counts = _ngrams(pred, k)
+        for k in range(n):  # n-grams of order k + 1
+            counts = _ngrams(pred, k + 1)
             most: Counter = Counter()
             for r in ref_toks:
-                most |= _ngrams(r, k)
-            matches[k - 1] += sum((counts & most).values())
-            totals[k - 1] += max(0, len(pred) - k + 1)
+                most |= _ngrams(r, k + 1)
+            matches[k] += sum((counts & most).values())
+            totals[k] += max(0, len(pred) - k)
     if scheme == "msmarco":
         product = 1.0
-        for m, t in zip(matches, totals, strict=True):
-            product *= (m + COCO_TINY) / (t + COCO_SMALL)
+        for k in range(n):
+            product *= (matches[k] + COCO_TINY) / (totals[k] + COCO_SMALL)
         ratio = (pred_len + COCO_TINY) / (ref_len + COCO_SMALL)
-        brevity = math.exp(1 - 1 / ratio) if ratio < 1 else 1.0
-        return product ** (1 / n) * brevity
+        return product ** (1 / n) * math.exp(min(0.0, 1 - 1 / ratio))  # a penalty only when ratio < 1
     if pred_len == 0 or 0 in matches:
         return 0.0
-    log_precision = sum(math.log(m / t) for m, t in zip(matches, totals, strict=True)) / n
-    brevity = 1.0 if pred_len > ref_len else math.exp(1 - ref_len / pred_len)
+    log_precision = sum(math.log(matches[k] / totals[k]) for k in range(n)) / n
+    brevity = math.exp(min(0.0, 1 - ref_len / pred_len))  # a penalty only when shorter than the references
     return brevity * math.exp(log_precision)
 
 
