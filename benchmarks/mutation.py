@@ -130,6 +130,8 @@ MODULES = {
 # reported as a gap again.
 SAME_FRAME = "zip over two columns of one DataFrame: they always have the same length, strict or not"
 SAME_GROUP = "zip over two lists aggregated from the same group rows: always the same length, strict or not"
+IMPLICIT_DIM = "F.log_softmax of a 2-D tensor without dim takes dim 1 (torch's implicit dim), the dim given"
+FLOAT_INF = "float() reads 'inf' in any case: float('INF') == float('inf')"
 SPLIT_HEAD = "str.split(sep, n)[0] is the text before the first sep for every n >= 1 and for no limit"
 EQUIVALENT: dict[tuple[str, str], tuple[str, str]] = {
     ("utilanno.annotate.parsing.x_strip_reasoning__mutmut_17", 'return text.split("<think>", )[0]'): (
@@ -268,6 +270,61 @@ EQUIVALENT: dict[tuple[str, str], tuple[str, str]] = {
         )
         for k, v in [(38, "XXscoreXX"), (39, "SCORE")]
     },
+    # losses
+    (
+        "utilanno.train.losses.x__own_block__mutmut_1",
+        "def _own_block(labels: torch.Tensor, n_columns: int, offset: int = 1) -> torch.Tensor:",
+    ): ("equivalent", "a private helper whose every caller passes offset"),
+    (
+        "utilanno.train.losses.x_joint_lh__mutmut_9",
+        "y = _own_block(labels.to(None), scores.shape[1], offset)",
+    ): (
+        "equivalent",
+        "labels x log-probabilities is promoted to the scores' floating dtype all the same",
+    ),
+    **{
+        (f"utilanno.train.losses.x_{fn}__mutmut_{k}", line): ("equivalent", IMPLICIT_DIM)
+        for fn, k, line in [
+            ("joint_lh", 16, "per_query = -(y * F.log_softmax(scores, dim=None)).sum(dim=1)"),
+            ("joint_lh", 18, "per_query = -(y * F.log_softmax(scores, )).sum(dim=1)"),
+            ("replug_kl", 45, "log_r = F.log_softmax(group_scores / student_temperature, dim=None)"),
+            ("replug_kl", 47, "log_r = F.log_softmax(group_scores / student_temperature, )"),
+        ]
+    },
+    ("utilanno.train.losses.x_summarg__mutmut_25", 'positives = scores.masked_fill(~y, float("-INF"))'): (
+        "equivalent",
+        FLOAT_INF,
+    ),
+    (
+        "utilanno.train.losses.x_replug_kl__mutmut_23",
+        'if torch.isnan(teacher).any() or (teacher == float("INF")).any():',
+    ): ("equivalent", FLOAT_INF),
+    # pools
+    ("utilanno.annotate.pools.x_windows__mutmut_3", "if n < size:"): (
+        "equivalent",
+        "n == size: the loop makes the same single window [0..n-1] and returns",
+    ),
+    ("utilanno.annotate.pools.x_anchored_windows__mutmut_4", "if n < size:"): (
+        "equivalent",
+        "n == size: the comprehension makes the same single window [0, 1..n-1]",
+    ),
+    **{
+        (
+            f"utilanno.annotate.pools.x_build__mutmut_{k}",
+            f'lookup = dict(zip(texts["docid"], zip(texts["title"], texts["text"], {inner}), {outer}))',
+        ): (
+            "equivalent",
+            SAME_FRAME,
+        )
+        for k, inner, outer in [
+            (137, "strict=True", "strict=None"),
+            (140, "strict=True", ""),
+            (145, "strict=None", "strict=True"),
+            (148, "", "strict=True"),
+            (153, "strict=False", "strict=True"),
+            (154, "strict=True", "strict=False"),
+        ]
+    },
 }
 
 LOG_CALL = r"^\s*log\.(debug|info|warning|error|exception)\("
@@ -338,6 +395,7 @@ def scratch_project(module: Module, workdir: Path) -> None:
     )
     (workdir / "pyproject.toml").write_text(pyproject)
     (workdir / "conftest.py").write_text(SCRATCH_CONFTEST)
+    (workdir / "fingerprint.json").write_text(json.dumps(fingerprint(module), indent=1))  # files as run
     (workdir / "preload.txt").write_text("\n".join([*COMMON, *module.preload]) + "\n")
 
 
@@ -373,8 +431,7 @@ def changed_line(diff: str) -> str:
     return " | ".join(plus)
 
 
-def run_module(module: Module, max_children: int, keep: bool) -> dict:
-    workdir = OUT / module.name
+def mutmut_env() -> dict:
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
@@ -384,25 +441,29 @@ def run_module(module: Module, max_children: int, keep: bool) -> dict:
         "PYTHONHASHSEED": "0",
     }
     env.pop("PYTEST_ADDOPTS", None)
-    scratch_project(module, workdir)
-    start = time.monotonic()
+    return env
+
+
+def mutmut_run(module: Module, workdir: Path, names: list[str], max_children: int, log: str) -> None:
     cmd = [str(Path(sys.executable).with_name("mutmut")), "run", "--max-children", str(max_children)]
     proc = subprocess.run(
-        cmd + module.only,
+        cmd + names,
         cwd=workdir,
-        env=env,
+        env=mutmut_env(),
         stdin=subprocess.DEVNULL,  # a background job reading the terminal would be stopped (SIGTTIN)
         capture_output=True,
         text=True,
         encoding="utf-8",
         errors="replace",
     )
-    seconds = time.monotonic() - start
-    (workdir / "mutmut-run.log").write_text(proc.stdout + "\n" + proc.stderr)
+    (workdir / log).write_text(proc.stdout + "\n" + proc.stderr)
     if proc.returncode != 0:
         tail = (proc.stdout + proc.stderr)[-3000:]
         raise SystemExit(f"mutmut run failed for {module.name} ({proc.returncode}):\n{tail}")
 
+
+def statuses(module: Module, workdir: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """mutant name -> status, and mutant name -> its source file, from mutmut's .meta files."""
     import fnmatch
 
     results: dict[str, str] = {}
@@ -414,6 +475,26 @@ def run_module(module: Module, max_children: int, keep: bool) -> dict:
                 continue
             results[key] = STATUS.get(code, f"suspicious ({code})")
             path_of[key] = path
+    return results, path_of
+
+
+def run_module(module: Module, max_children: int, keep: bool) -> dict:
+    """mutmut on one module in a fresh scratch copy; timeouts are run once more, alone (a timeout is wall-clock
+    too, so a run paused by SIGSTOP or starved of CPU can time out a mutant that does not loop)."""
+    workdir = OUT / module.name
+    scratch_project(module, workdir)
+    start = time.monotonic()
+    mutmut_run(module, workdir, module.only, max_children, "mutmut-run.log")
+    timeouts = sorted(k for k, v in statuses(module, workdir)[0].items() if v == "timeout")
+    if timeouts:
+        mutmut_run(module, workdir, timeouts, 1, "mutmut-retry.log")
+    return collect(module, workdir, time.monotonic() - start, keep)
+
+
+def collect(module: Module, workdir: Path, seconds: float, keep: bool = True) -> dict:
+    """The result of a finished mutmut run in `workdir`: counts, and every survivor with its diff and verdict."""
+    results, path_of = statuses(module, workdir)
+    env = mutmut_env()
     survivors = []
     for key in sorted(k for k, s in results.items() if s in ("survived", "no tests", "suspicious")):
         diff = mutant_diff(workdir, key, path_of[key], env)
@@ -433,25 +514,19 @@ def run_module(module: Module, max_children: int, keep: bool) -> dict:
         # the scratch copy holds one mutated file per module (a few MB); keep only the log and the results
         shutil.rmtree(workdir / "mutants", ignore_errors=True)
     counts = {s: sum(1 for v in results.values() if v == s) for s in sorted(set(results.values()))}
-    equivalent = sum(1 for s in survivors if s["verdict"] == "equivalent")
-    harmless = sum(1 for s in survivors if s["verdict"] == "harmless")
-    detected = counts.get("killed", 0) + counts.get("timeout", 0)
-    changing = len(results) - equivalent
-    return {
+    r = {
         "module": module.name,
         "paths": module.paths,
         "tests": module.tests,
         "only": module.only,
         "mutants": len(results),
         "counts": counts,
-        "equivalent": equivalent,
-        "harmless": harmless,
-        "detected": detected,
-        "behaviour_changing": changing,
-        "score": detected / changing if changing else 1.0,
+        "detected": counts.get("killed", 0) + counts.get("timeout", 0),
+        "timeouts": sorted(k for k, v in results.items() if v == "timeout"),
         "survivors": survivors,
         "seconds": round(seconds, 1),
     }
+    return judge(r)
 
 
 def table(reports: list[dict]) -> str:
@@ -538,6 +613,12 @@ def main() -> None:
         action="store_true",
         help="run nothing: print the table of each module's latest result (flagging stale ones)",
     )
+    ap.add_argument(
+        "--collect",
+        action="store_true",
+        help="run no new mutants: rerun the timeouts of the kept scratch copies (benchmarks/out/mutation/"
+        "<module>/mutants of a --keep run) and write their result.json",
+    )
     args = ap.parse_args()
     names = args.modules or list(MODULES)
     unknown = [n for n in names if n not in MODULES]
@@ -552,13 +633,26 @@ def main() -> None:
         print(f"== {name}", flush=True)
         started = dt.datetime.now(dt.UTC)
         try:
-            r = run_module(MODULES[name], args.max_children, args.keep)
+            if args.collect:
+                module, workdir = MODULES[name], OUT / name
+                begun = (workdir / "pyproject.toml").stat().st_mtime  # written as the run started
+                started = dt.datetime.fromtimestamp(begun, dt.UTC)
+                seconds = (workdir / "mutmut-run.log").stat().st_mtime - begun
+                timeouts = sorted(k for k, v in statuses(module, workdir)[0].items() if v == "timeout")
+                if timeouts:
+                    t0 = time.monotonic()
+                    mutmut_run(module, workdir, timeouts, 1, "mutmut-retry.log")
+                    seconds += time.monotonic() - t0
+                r = collect(module, workdir, seconds)
+            else:
+                r = run_module(MODULES[name], args.max_children, args.keep)
         except SystemExit as err:  # one module's failure (its clean run failed, say) does not stop the rest
             print(err, flush=True)
             failed.append(name)
             continue
         r["started"] = f"{started:%Y-%m-%d %H:%M}"
-        r["fingerprint"] = fingerprint(MODULES[name])
+        stamp = OUT / name / "fingerprint.json"
+        r["fingerprint"] = json.loads(stamp.read_text()) if stamp.exists() else fingerprint(MODULES[name])
         (OUT / name / "result.json").write_text(json.dumps(r, indent=1, ensure_ascii=False))
         print(table([r]).splitlines()[-1], flush=True)
         for sv in r["survivors"]:

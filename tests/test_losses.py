@@ -163,6 +163,7 @@ def replug_loss(x, util=R_UTIL, **kw):
         {"student_temperature": 0.5, "temperature": 2.0},
         {"teacher_temperature": 0.3, "student_temperature": 3.0, "contrastive_weight": 0.5},
         {"kl_reduction": "batchmean", "contrastive_weight": 1e-4},
+        {"contrastive_weight": 1.0},
     ],
 )
 def test_replug_value_and_gradient_by_hand(kw):
@@ -238,10 +239,14 @@ def test_replug_temperature_limits():
         replug_loss(x, util=[[2 * v for v in row] for row in R_UTIL], contrastive_weight=0.0).item(),
         rel=1e-12,
     )
-    for bad in ({"teacher_temperature": 0.0}, {"student_temperature": -1.0}, {"kl_reduction": "sum"}):
-        with pytest.raises(ValueError):
+    for bad in ({"teacher_temperature": 0.0}, {"student_temperature": 0.0}, {"student_temperature": -1.0}):
+        with pytest.raises(ValueError, match="^REPLUG temperatures must be positive$"):
             replug_loss(x, **bad)
-    with pytest.raises(ValueError, match="contrastive weight"):
+    with pytest.raises(
+        ValueError, match=r"^unknown KL reduction 'sum' \(expected one of \('mean', 'batchmean'\)\)$"
+    ):
+        replug_loss(x, kl_reduction="sum")
+    with pytest.raises(ValueError, match="^the contrastive weight must be >= 0$"):
         replug_loss(x, contrastive_weight=-0.1)
 
 
@@ -269,11 +274,11 @@ def test_replug_minus_infinity_teacher_entries_have_zero_mass_and_finite_gradien
 def test_replug_rejects_groups_without_a_finite_utility_and_nan():
     x = torch.tensor(R_SCORES, dtype=torch.float64)
     inf = float("-inf")
-    with pytest.raises(ValueError, match="no passage with a finite utility"):
+    with pytest.raises(ValueError, match="^a REPLUG group has no passage with a finite utility$"):
         replug_loss(x, util=[[inf, inf, inf], [-1.0, -2.0, -3.0]])
-    with pytest.raises(ValueError, match="finite or -inf"):
+    with pytest.raises(ValueError, match="^REPLUG utilities must be finite or -inf$"):
         replug_loss(x, util=[[float("nan"), -1.0, -2.0], [-1.0, -2.0, -3.0]])
-    with pytest.raises(ValueError, match="finite or -inf"):
+    with pytest.raises(ValueError, match="^REPLUG utilities must be finite or -inf$"):
         replug_loss(x, util=[[float("inf"), -1.0, -2.0], [-1.0, -2.0, -3.0]])
 
 
@@ -468,3 +473,39 @@ def test_gather_with_grad_is_the_identity_without_a_process_group(fake_process_g
     monkeypatch.setattr(dist, "is_available", lambda: False)
     assert losses.gather_with_grad(t) is t
     assert fake_process_group["gathered"] == []
+
+
+def test_replug_kl_defaults_to_torchs_mean_and_computes_in_the_scores_precision():
+    x = torch.tensor([row[:3] for row in R_SCORES], dtype=torch.float64)  # [2, 3]: query 0's group columns
+    own = [R_SCORES[0][:3], R_SCORES[1][:3]]
+    by_hand = kl_by_hand([own[0] + [0.0] * 3, [0.0] * 3 + own[1]], R_UTIL)  # each group at its own columns
+    assert losses.replug_kl(x, torch.tensor(R_UTIL, dtype=torch.float64)).item() == pytest.approx(
+        by_hand, rel=1e-12
+    )
+    # float32 utilities (exact on these numbers) are taken up to the scores' float64 before the softmax
+    u32 = torch.tensor(R_UTIL, dtype=torch.float32)
+    assert losses.replug_kl(x, u32).item() == pytest.approx(by_hand, rel=1e-14)
+
+
+def test_index_tensors_follow_the_scores_device_not_the_default_one():
+    """On a GPU the scores live on the GPU: the losses' own index tensors must be made on the scores' device.
+    The CPU stand-in: make the default device `meta` (which has no data); indices created there instead of
+    beside the scores fail or give garbage, and the values below change."""
+    x = torch.tensor(Z, dtype=torch.float64)
+    y = torch.tensor(Y3)
+    r = torch.tensor(R_SCORES, dtype=torch.float64)
+    u = torch.tensor(R_UTIL, dtype=torch.float64)
+
+    def values():
+        return [
+            losses.single_positive(x, 2, offset=0).item(),
+            losses.single_positive(x[:2], 2, offset=1).item(),
+            losses.joint_lh(x, y).item(),
+            losses.summarg(x, y).item(),
+            losses.own_group(r, 3).tolist(),
+            losses.replug(r, u, 3, contrastive_weight=0.5).item(),
+        ]
+
+    expected = values()
+    with torch.device("meta"):
+        assert values() == expected

@@ -280,7 +280,7 @@ def test_build_needs_a_human_positive(tmp_path):
         },
     ).write_parquet(pool_path)
     corpus = _corpus(tmp_path, ["d1"])
-    with pytest.raises(InputFormatError, match="query '7' has no human positive"):
+    with pytest.raises(InputFormatError) as info:
         pools.build(
             pool_path,
             corpus,
@@ -291,6 +291,7 @@ def test_build_needs_a_human_positive(tmp_path):
             order="shuffle",
             seed=0,
         )
+    assert str(info.value) == f"{pool_path}: query '7' has no human positive"
 
 
 def test_build_names_up_to_three_missing_passages_sorted(tmp_path):
@@ -299,9 +300,7 @@ def test_build_names_up_to_three_missing_passages_sorted(tmp_path):
         {d for r in rows for d in [*r["positives"], *r["negatives"]]} - {"d1_n3", "d0_n2", "d1_n0", "d0_n1"}
     )
     corpus = _corpus(tmp_path, docids)
-    with pytest.raises(
-        InputFormatError, match=r"4 pool passages are not in .*, e.g. \['d0_n1', 'd0_n2', 'd1_n0'\]"
-    ):
+    with pytest.raises(InputFormatError) as info:
         pools.build(
             pool_path,
             corpus,
@@ -312,15 +311,22 @@ def test_build_names_up_to_three_missing_passages_sorted(tmp_path):
             order="shuffle",
             seed=0,
         )
+    assert str(info.value) == (
+        f"{pool_path}: 4 pool passages are not in {corpus}, e.g. ['d0_n1', 'd0_n2', 'd1_n0']"
+    )
 
 
 def test_build_stats_count_only_short_pools(tmp_path):
-    pool_path, rows = _train_pool(tmp_path, n_queries=3, n_negs=4)
+    # seven queries: a table of seven rows and seven columns is still read row by row
+    pool_path, rows = _train_pool(tmp_path, n_queries=7, n_negs=4)
     corpus = _corpus(tmp_path, sorted({d for r in rows for d in [*r["positives"], *r["negatives"]]}))
     outs = [tmp_path / "a.parquet", tmp_path / "b.parquet"]
     stats = pools.build(pool_path, corpus, outs, negatives=4, window=16, overlap=1, order="shuffle", seed=0)
     heights = [pl.read_parquet(o).height for o in outs]
-    assert stats == {"queries_in": 3, "queries_out": 3, "shard_sizes": heights, "short_pools": 0}
+    assert stats == {"queries_in": 7, "queries_out": 7, "shard_sizes": heights, "short_pools": 0}
+    got = pl.concat([pl.read_parquet(o) for o in outs]).sort("qid")
+    assert got["qid"].to_list() == [r["qid"] for r in rows]
+    assert got["positive"].to_list() == [r["positives"][0] for r in rows]
     assert heights == [sum(shard_of(r["qid"], 2) == k for r in rows) for k in range(2)]
     stats = pools.build(pool_path, corpus, outs, negatives=5, window=16, overlap=1, order="shuffle", seed=0)
-    assert stats["short_pools"] == 3
+    assert stats["short_pools"] == 7

@@ -244,6 +244,8 @@ def test_corpus_bleu_hand_computed():
     assert corpus_bleu(["w x"], [["w y"]], n=2) == 0.0  # an order without a match, unsmoothed
     assert corpus_bleu(["w"], [["w"]], n=2) == 0.0  # no 2-gram at all
     assert corpus_bleu(["w"], [["w"]], n=1) == 1.0  # a one-token corpus is fine at n = 1
+    # an answer shorter than n adds no n-grams (not a negative or a minimum count): 2-grams 3/3
+    assert corpus_bleu(["w x y z", "w"], [["w x y z"], ["w"]], n=2) == 1.0
     assert corpus_bleu([""], [["w"]], n=1) == 0.0
     assert corpus_bleu(["w"], [[]], n=1) == 0.0  # no references: one empty reference, nothing matches
     assert corpus_bleu([], [], n=4) == 0.0
@@ -344,6 +346,9 @@ def test_msmarco_bleu_sums_over_the_corpus_before_dividing():
     assert corpus_bleu(preds, refs, n=2, scheme="msmarco") == pytest.approx(
         coco([6, 4], [8, 6], 8, 8), **TIGHT
     )
+    # an answer shorter than n adds no n-grams: [w x y z] + [w] -> 1-grams 5/5, 2-grams 3/3
+    got = corpus_bleu(["w x y z", "w"], [["w x y z"], ["w"]], n=2, scheme="msmarco")
+    assert got == pytest.approx(coco([5, 3], [5, 3], 5, 5), **TIGHT)
 
 
 def test_msmarco_bleu_brevity_penalty():
