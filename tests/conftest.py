@@ -71,6 +71,9 @@ def step_job_counts(output: str) -> dict[str, int]:
 def tiny_work(tmp_path_factory) -> Path:
     """A finished run of the tiny config, with its prompt files copied into the work folder, so tests can
     edit prompts without touching the repository. Tests that change things work on a copy (`tiny_copy`)."""
+    reuse = os.environ.get("UTILANNO_TINY_WORK")  # a finished tiny work folder, for iterating on tests
+    if reuse:
+        return Path(reuse)
     work = tmp_path_factory.mktemp("tiny")
     conf = yaml.safe_load(TINY.read_text())
     (work / "prompts").mkdir()

@@ -23,7 +23,8 @@ def tiny(tiny_work):
 def test_every_system_has_a_run_and_metrics_on_every_dataset(tiny):
     results, p, cfg = tiny
     datasets = p.eval_datasets()
-    assert len(datasets) == 8 and "beir-cqadupstack-gis" in datasets
+    assert len(datasets) == 9 and "beir-cqadupstack-gis" in datasets
+    assert datasets[-1] == "msmarco-hybrid-tiny-bert"  # the Hybrid Test's set, after the configured ones
     assert p.systems() == [*sorted(cfg["experiments"]), "bm25"]  # by name: reordering changes nothing
     for system in p.systems():
         per_query = pl.read_parquet(results / "metrics" / f"{system}.parquet")

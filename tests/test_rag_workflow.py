@@ -8,6 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 from conftest import job_counts, snakemake
+from scipy import stats
 
 from utilanno import config, plan
 from utilanno.annotate import prompts
@@ -124,10 +125,24 @@ def test_a_real_llm_answers_better_from_the_relevant_passage(tiny, tmp_path):
             }
         }
         rag.score(spec, tmp_path / name / "answers.parquet", tmp_path / name / "metrics.parquet")
-        m = pl.read_parquet(tmp_path / name / "metrics.parquet")
-        scores[name] = dict(m.group_by("measure").agg(pl.col("value").mean()).iter_rows())
-    assert scores["relevant"]["Recall"] == 1.0 and scores["other"]["Recall"] == 0.0
-    # measured: ROUGE-L 0.77 vs 0.40, BLEU-3 0.60 vs 0.16 (16 queries)
-    rel, other = scores["relevant"], scores["other"]
-    assert rel["ROUGE-L"] > 0.6 and rel["ROUGE-L"] - other["ROUGE-L"] > 0.2
-    assert rel["BLEU-3"] > 0.4 and rel["BLEU-3"] - other["BLEU-3"] > 0.2
+        scores[name] = pl.read_parquet(tmp_path / name / "metrics.parquet")
+
+    def per_query(name: str, measure: str) -> dict[str, float]:
+        m = scores[name].filter(pl.col("measure") == measure)
+        return dict(zip(m["qid"], m["value"], strict=True))
+
+    def mean(name: str, measure: str) -> float:
+        values = per_query(name, measure).values()
+        return sum(values) / len(values)
+
+    assert mean("relevant", "Recall") == 1.0 and mean("other", "Recall") == 0.0
+    # Paired, per query: the tiny world's passages share template words, so the other passage's answer still
+    # overlaps the gold one (measured, official tokenization, 34 queries: ROUGE-L 0.64 vs 0.47, BLEU-3 0.41
+    # vs 0.21). What must hold is that the relevant passage wins on nearly every query (a sign test).
+    rel, other = per_query("relevant", "ROUGE-L"), per_query("other", "ROUGE-L")
+    assert rel.keys() == other.keys() and len(rel) >= 30
+    wins = sum(rel[q] > other[q] for q in rel)
+    losses = sum(rel[q] < other[q] for q in rel)
+    assert stats.binomtest(wins, wins + losses, 0.5, alternative="greater").pvalue < 1e-3, (wins, losses)
+    assert mean("relevant", "ROUGE-L") - mean("other", "ROUGE-L") > 0.1
+    assert mean("relevant", "BLEU-3") > 1.5 * mean("other", "BLEU-3")
