@@ -200,3 +200,31 @@ def test_paper_calibration_is_reported(paper):
     assert any("UtilSel" in n for n in names) and any("REPLUG" in n for n in names)
     for c in est.calibration:  # the assumed utilisations land near the paper's GPU-hours
         assert 0.5 < c["ratio"] < 2.0
+
+
+@pytest.mark.slow
+def test_judge_tokens_per_window_track_the_annotations_as_in_a_tiny_run(tiny_work, monkeypatch):
+    """The Hybrid Test's judge sees a window of the pool with a reference answer, as RelSel sees a window of
+    the annotation pool. The tiny world's made-up words tokenize into more tokens per character than the
+    planner's English rate, so absolute counts differ; the judge-to-RelSel ratio of prompt tokens per window
+    must not: the planner's (an upper bound: it assumes the pooled retrievers share no passage) is at least
+    the measured one and within 30% of it."""
+    monkeypatch.chdir(tiny_work)
+    est = capacity.estimate(capacity.load_config(tiny_work / "tiny.yaml"))
+    rows = {r.rule: r for r in est.rows}
+    results = tiny_work / "results-tiny"
+    judged = [json.loads(line) for line in (results / "hybrid/tiny-bert/judge/shard-0.jsonl").open()]
+    relsel = json.loads((results / "annotate/tiny-qwen2/relsel/stats.json").read_text())
+    windows = sum(len(r["windows"]) for r in judged)
+    measured = (sum(r["prompt_tokens"] for r in judged) / windows) / (
+        relsel["prompt_tokens"] / sum(relsel["statuses"].values())
+    )
+    cfg = capacity.load_config(tiny_work / "tiny.yaml")
+    planned_windows = cfg["hybrid"]["queries"] * 2  # 4 retrievers x depth 5 = 20 passages: windows of 16, 5
+    assert windows == planned_windows  # the tiny retrievers disagree enough to fill both windows
+    relsel_windows = cfg["tiny_world"]["train_queries"] * 2  # 31 passages: windows of 16, 16
+    planned = (rows["hybrid_judge"].tokens_in / planned_windows) / (
+        rows["annotate:relsel"].tokens_in / relsel_windows
+    )
+    assert measured <= planned <= 1.3 * measured, (planned, measured)
+    assert rows["hybrid_judge"].jobs == cfg["hybrid"]["shards"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from utilanno.annotate.pools import windows as pool_windows
 from utilanno.capacity.jobs import Row, RuleCosts
 from utilanno.errors import ConfigError
 
@@ -193,11 +194,8 @@ class EvalCosts(RuleCosts):
                 core_s = q / cpu["bm25_search_queries_per_s_per_core"]
                 r.cpu_hours += core_s / 3600
                 r.job_hours = max(r.job_hours, core_s / threads / 3600)
-        for _pool in sorted(set(hybrid.values())):
-            # the Hybrid Test's jobs are counted; their bytes and judge tokens are not sized yet
-            self.row("hybrid_pool").jobs += 1
-            self.row("hybrid_judge").jobs += plan.config["hybrid"]["shards"]
-            self.row("hybrid_gold").jobs += 1
+        for pool in sorted(set(hybrid.values())):
+            self.hybrid(pool)
         if plan.evaluation_targets():
             for system in plan.systems():
                 rows = sum(self._queries(d) * len(plan.measures(d)) for d in plan.eval_datasets(system))
@@ -210,6 +208,46 @@ class EvalCosts(RuleCosts):
             r.kept = (
                 2 * 80 * sum(len(plan.measures(d)) for s in plan.systems() for d in plan.eval_datasets(s))
             )
+
+    # Hybrid Test ----------------------------------------------------------------------------------------
+    def hybrid(self, pool: str) -> None:
+        """One backbone's hybrid pool, judge shards and gold qrels. The pool is sized at its upper bound:
+        the pooled retrievers agree on nothing, so each query pools (retrievers x depth) passages."""
+        h, plan = self.config["hybrid"], self.plan
+        s, corpus = self.sizes[h["dataset"]], self.sizes[plan.corpus_owner(h["dataset"])]
+        split = plan.eval_split(h["dataset"])
+        n = min(h["queries"], s.answers.get(split, s.queries.get(split, 0)))
+        npool = min(len(h["pools"][pool]) * h["depth"], corpus.passages or 0)
+        wins = pool_windows(npool, h["window"], h["overlap"])
+        passage = self.word_text(corpus.words)
+        query, answer = self.word_text(s.query_words), self.word_text(self.text["answer_words"])
+        docid = "d" * round(corpus.docid_chars)
+
+        r = self.row("hybrid_pool")
+        r.jobs += 1
+        r.kept += self.parquet(n * npool * (corpus.docid_chars + self.chars(corpus.words) + 8))
+
+        prompt = self.prompt(h["prompt"])
+        llm = self.plan.llm(h["judge"])
+        out_tokens = self.completion("utilsel", llm)
+        convs = [
+            prompt.render(query, [passage] * len(w), passage_words=h["passage_words"], answer=answer)
+            for w in wins
+        ]
+        r = self.row("hybrid_judge")
+        r.jobs += h["shards"]
+        prefill = n * sum(self.conv_tokens(c) for c in convs)
+        self.llm_cost(r, h["judge"], prefill, n * len(convs) * out_tokens, h["shards"])
+        raw = "r" * round(out_tokens * self.text["llm_chars_per_token"])
+        window = {"docids": [docid] * h["window"], "prompt_hash": "h" * 16, "raw": raw, "status": "parsed"}
+        record = {"qid": "q" * 7, "step": "hybrid", "windows": [window] * len(wins), "selected": [docid] * 3}
+        r.kept += n * self._record_bytes({**record, "prompt_tokens": 10000, "completion_tokens": 100})
+
+        r = self.row("hybrid_gold")
+        r.jobs += 1
+        judged = self.rates["relsel_positives"].get(llm["model"], self.rates["relsel_positives"]["default"])
+        lines = n * (1 + min(npool, judged))  # a human positive and the judged ones per query
+        r.kept += lines * (8 + corpus.docid_chars + 5) + self.bytes["stats_json"]
 
     # RAG ------------------------------------------------------------------------------------------------
     def rag(self) -> None:
