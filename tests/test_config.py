@@ -269,6 +269,11 @@ def mistake(mutate):
             "'hybrid.pools.tiny-bert.0': tiny-human is not evaluated on msmarco (no dev run to pool)",
         ),
         (lambda c: c["hybrid"].update(dataset="dl19"), "'hybrid.dataset': dl19 has no QA answers"),
+        (
+            lambda c: c["training"].update(gpus=3, global_batch=128),
+            "'training.global_batch': 128 queries do not split evenly over training.gpus = 3 processes",
+        ),
+        (lambda c: c["training"].update(mini_batch=0), "'training.mini_batch': expected a value >= 1, got 0"),
         (lambda c: c["hybrid"].update(overlap=16), "'hybrid.overlap': 16 must be smaller than hybrid.window"),
         (
             lambda c: c["hybrid"].update(measures=["RR@10", "MRR@ten"]),

@@ -240,6 +240,28 @@ def test_a_killed_training_resumes_from_its_last_checkpoint_and_ends_as_if_unint
     assert steps == list(range(1, 33))
 
 
+def test_a_cached_run_stopped_at_a_checkpoint_resumes_to_the_uninterrupted_weights(world, tmp_path):
+    """Gradient caching (mini-batches of 2 of the 4 queries, dropout on) replays each mini-batch's random
+    state and leaves the state an uncached step would: stopped after its checkpoint at step 3 and resumed,
+    a run ends with exactly the weights of the run that never stopped."""
+    s = tiny_settings(checkpoint_every=3, epochs=0.5, mini_batch=2, loss="summarg", sampling="pos_all")
+    args = (world / "tiny-bert", world / "human.parquet", [world / "shard-0.parquet"])
+    whole = train(*args, tmp_path / "whole", tmp_path / "ck-whole", s)
+    assert whole["steps"] == 8
+    assert train(*args, tmp_path / "out", tmp_path / "ck", s, stop_after=3) is None
+    assert torch.load(tmp_path / "ck/state.pt", weights_only=True)["step"] == 3
+    resumed = train(*args, tmp_path / "out", tmp_path / "ck", s)
+    assert resumed["resumed_from_step"] == 3
+    a, b = _state(tmp_path / "whole"), _state(tmp_path / "out")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    plain = train(
+        *args, tmp_path / "plain", tmp_path / "ck-plain", tiny_settings(**{**s.__dict__, "mini_batch": None})
+    )
+    assert (
+        plain["final_loss"] != whole["final_loss"]
+    )  # dropout on: the mini-batches' masks differ from one pass
+
+
 class _Planted:
     """Unpickling this runs code: it creates the canary file."""
 

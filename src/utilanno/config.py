@@ -191,6 +191,12 @@ def _cross_check(config: dict) -> list[str]:
         for split in ds.get("answers", {}):
             if split not in ds.get("queries", {}) and "beir" not in ds:
                 out.append(f"config key 'datasets.{dname}.answers.{split}': no queries for split {split!r}")
+    t = config["training"]
+    if t.get("global_batch") is not None and t["global_batch"] % max(1, t["gpus"]):
+        out.append(
+            f"config key 'training.global_batch': {t['global_batch']} queries do not split evenly over"
+            f" training.gpus = {t['gpus']} processes"
+        )
     groups = config["evaluation"]["groups"]
     for group, members in groups.items():
         for i, member in enumerate(members):

@@ -233,6 +233,8 @@ class Plan(EvaluationPlan):
             "learning_rate": rate,
             "epochs": epochs,
             **{k: t[k] for k in keys},
+            # set only when configured: adding the keys to the schema reran no existing training
+            **{k: t[k] for k in ("global_batch", "mini_batch") if t.get(k) is not None},
             # only a REPLUG run carries the REPLUG loss keys: editing them reruns no other training
             **({f"replug_{k}": v for k, v in t["replug"].items()} if loss == "replug_kl" else {}),
         }

@@ -30,69 +30,20 @@ import pickle
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 from utilanno.atomic import atomic_dir, atomic_path
-from utilanno.train import losses
 from utilanno.train.encoder import Encoder
 from utilanno.train.labels import sample_group
 from utilanno.train.queries import Query, load_pool_texts, load_queries  # noqa: F401  (re-exported)
+from utilanno.train.settings import HARD_LOSSES, SAMPLINGS, Settings  # noqa: F401  (re-exported)
+from utilanno.train.step import _dist, compute_loss, forward_backward, local_batch  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
-HARD_LOSSES = ("singlelh", "rand1lh", "jointlh", "summarg")
-SAMPLINGS = ("human", "pos_one", "pos_all", "pos_avg")
-
-
-@dataclass
-class Settings:
-    loss: str
-    sampling: str = "pos_all"
-    pooling: str = "cls"
-    query_max_len: int = 32
-    passage_max_len: int = 140
-    group_size: int = 16
-    per_device_batch: int = 16
-    learning_rate: float = 3e-5
-    epochs: float = 2.0
-    warmup_ratio: float = 0.0
-    weight_decay: float = 0.0
-    temperature: float = 1.0
-    max_grad_norm: float = 1.0
-    precision: str = "fp16"
-    seed: int = 42
-    checkpoint_every: int = 500
-    # REPLUG (loss replug_kl) only: KL(softmax(f_u / teacher) || softmax(s / student)) over the query's group,
-    # plus contrastive_weight x SingleLH (losses.replug); defaults: RetroMAE's, weight from the authors' code
-    replug_teacher_temperature: float = 1.0
-    replug_student_temperature: float = 1.0
-    replug_contrastive_weight: float = 0.01
-    replug_kl_reduction: str = "mean"
-
-    def __post_init__(self):
-        if self.loss not in (*HARD_LOSSES, "replug_kl"):
-            raise ValueError(f"unknown loss {self.loss!r}")
-        if (
-            self.temperature <= 0
-            or self.replug_teacher_temperature <= 0
-            or self.replug_student_temperature <= 0
-        ):
-            raise ValueError("temperatures must be positive")
-        if self.replug_contrastive_weight < 0:
-            raise ValueError("replug_contrastive_weight must be >= 0")
-        if self.replug_kl_reduction not in losses.KL_REDUCTIONS:
-            raise ValueError(
-                f"unknown replug_kl_reduction {self.replug_kl_reduction!r}"
-                f" (expected one of {losses.KL_REDUCTIONS})"
-            )
-        if self.sampling not in SAMPLINGS:
-            raise ValueError(f"unknown sampling {self.sampling!r} (expected one of {SAMPLINGS})")
-        if self.loss in ("singlelh", "rand1lh") and self.sampling not in ("human", "pos_one"):
-            # SingleLH/Rand1LH score the group's first passage, the one drawn positive, as its only positive
-            raise ValueError(f"loss {self.loss} needs sampling 'human' or 'pos_one' (one drawn positive)")
 
 
 def group_for(
@@ -145,41 +96,6 @@ class Batches:
         order = self._perm[1]
         idx = [order[(k * self.global_batch + i) % len(order)] for i in range(self.global_batch)]
         return epoch, [self.queries[i] for i in idx]
-
-
-def _dist() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _gather_const(t: torch.Tensor) -> torch.Tensor:
-    rank, world = _dist()
-    if world == 1:
-        return t
-    parts = [torch.empty_like(t) for _ in range(world)]
-    dist.all_gather(parts, t.contiguous())
-    return torch.cat(parts)
-
-
-def compute_loss(s: Settings, q: torch.Tensor, p: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The global loss of one step from local embeddings: q [b, d], p [b*g, d], labels [b, g]."""
-    Q, P, Y = losses.gather_with_grad(q), losses.gather_with_grad(p), _gather_const(labels)
-    if s.loss == "replug_kl":
-        return losses.replug(
-            losses.in_batch_scores(Q, P),
-            Y,
-            s.group_size,
-            temperature=s.temperature,
-            student_temperature=s.replug_student_temperature,
-            teacher_temperature=s.replug_teacher_temperature,
-            contrastive_weight=s.replug_contrastive_weight,
-            kl_reduction=s.replug_kl_reduction,
-        )
-    scores = losses.in_batch_scores(Q, P, s.temperature)
-    if s.loss in ("singlelh", "rand1lh"):
-        return losses.single_positive(scores, s.group_size)
-    return losses.LOSSES[s.loss](scores, Y)
 
 
 class Checkpoint:
@@ -253,7 +169,8 @@ def train(
     texts, passages = load_pool_texts(pool_files)
     queries, counts = load_queries(labels_file, texts, soft)
     avg_pos = sum(len(q.positives) for q in queries) / len(queries) if queries and not soft else None
-    batches = Batches(queries, s.per_device_batch * world, s.epochs, s.seed)
+    per_device = local_batch(s, world)
+    batches = Batches(queries, per_device * world, s.epochs, s.seed)
     fp = fingerprint(s, init_model, labels_file, *pool_files) + f"-w{world}"
     ckpt = Checkpoint(checkpoint_dir, fp)
 
@@ -279,7 +196,10 @@ def train(
             else max(0.0, (batches.total - step) / max(1, batches.total - warmup))
         ),
     )
-    amp = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(s.precision) if device.type == "cuda" else None
+    # fp16 with a loss scaler on GPUs as the paper ran; bf16 autocast on GPUs and CPUs; fp16 on a CPU is fp32
+    amp = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(s.precision)
+    if device.type != "cuda" and amp is torch.float16:
+        amp = None
     scaler = torch.amp.GradScaler("cuda", enabled=amp is torch.float16)
 
     start = 0
@@ -301,15 +221,18 @@ def train(
         dist.barrier()
     if rank == 0:
         log.info(
-            "training %s: %s queries (%s), %d steps of %d x %d queries x %d passages, world %d",
+            "training %s: %s queries (%s), %d steps of %d x %d queries x %d passages, world %d%s",
             Path(out_dir).name,
             len(queries),
             json.dumps(counts),
             batches.total,
             world,
-            s.per_device_batch,
+            per_device,
             s.group_size,
             world,
+            f", gradient caching in mini-batches of {s.mini_batch}"
+            if (s.mini_batch or per_device) < per_device
+            else "",
         )
         _truncate_log(ckpt.log, start)
 
@@ -317,7 +240,7 @@ def train(
     model.train()
     for step in range(start, batches.total):
         epoch, batch = batches(step)
-        mine = batch[rank * s.per_device_batch : (rank + 1) * s.per_device_batch]
+        mine = batch[rank * per_device : (rank + 1) * per_device]
         groups = [group_for(q, s, epoch, avg_pos) for q in mine]
         q_in = encoder.tokenize([q.text for q in mine], s.query_max_len)
         p_in = encoder.tokenize(
@@ -327,10 +250,7 @@ def train(
         labels = torch.tensor([y for _, y in groups], dtype=torch.float32, device=device)
         q_in = {k: v.to(device) for k, v in q_in.items()}
         p_in = {k: v.to(device) for k, v in p_in.items()}
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            q_emb, p_emb = model(q_in, p_in)
-        loss = compute_loss(s, q_emb.float(), p_emb.float(), labels)
-        scaler.scale(loss * world).backward()
+        loss = forward_backward(model, s, q_in, p_in, labels, scaler.scale, amp)
         scaler.unscale_(optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(encoder.parameters(), s.max_grad_norm)
         scaler.step(optimizer)
