@@ -78,6 +78,7 @@ def judge_cmd(pool_file, prompt_file, llm_json, passage_words, gpus, threads, ba
     from utilanno.annotate import engines, prompts
     from utilanno.annotate import steps as annotate
     from utilanno.annotate.model_identity import engine_id as model_engine_id
+    from utilanno.evaluate.hybrid_judge import judge_tasks
 
     llm = json.loads(llm_json)
     try:
@@ -86,7 +87,7 @@ def judge_cmd(pool_file, prompt_file, llm_json, passage_words, gpus, threads, ba
         raise click.ClickException(str(err)) from None
     rows = tables.read_parquet(pool_file)
     try:
-        tasks = hybrid.judge_tasks(rows, prompt, passage_words, where=str(prompt_file))
+        tasks = judge_tasks(rows, prompt, passage_words, where=str(prompt_file))
     except ValueError as err:
         raise click.ClickException(str(err)) from None
     sampling = engines.Sampling.from_config(llm.get("sampling", {}))

@@ -114,7 +114,7 @@ from pathlib import Path
 from utilanno import tables
 from utilanno.annotate import engines, prompts
 from utilanno.annotate import steps as annotate
-from utilanno.evaluate import hybrid
+from utilanno.evaluate import hybrid_judge
 
 if __name__ == "__main__":  # vLLM spawns workers that import this file
     world, repo, out = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
@@ -133,7 +133,7 @@ if __name__ == "__main__":  # vLLM spawns workers that import this file
         annotate.run_shard("pseudo_answer", tasks, engine, "offline", sampling, None, out / "pa.jsonl")
         # as scripts/hybrid.py judge builds them
         judge = tables.read_parquet(world / "judge-0.parquet")
-        tasks = hybrid.judge_tasks(judge, prompts.load(repo / "prompts/hybrid.yaml"), 300)
+        tasks = hybrid_judge.judge_tasks(judge, prompts.load(repo / "prompts/hybrid.yaml"), 300)
         annotate.run_shard("hybrid", tasks, engine, "offline", sampling, "selection", out / "judge.jsonl")
 """
 

@@ -42,20 +42,6 @@ POOL_SCHEMA = {
 }
 
 
-def judge_tasks(rows: pl.DataFrame, prompt, passage_words: int, where: str = "prompt") -> list:
-    """The judge's windows: the UtilSel prompt with each query's reference answer (PAPER-SPEC B.9). The
-    prompt must select passages and take an {answer}; anything else is not the paper's judge."""
-    from utilanno.annotate import steps
-
-    closing = json.dumps([m["content"] for m in prompt.closing])
-    if prompt.output != "selection" or "{answer}" not in closing:
-        raise ValueError(
-            f"{where}: the judge needs a selection prompt with an {{answer}} placeholder (the UtilSel prompt)"
-        )
-    answers = dict(zip(rows["qid"], rows["answer"], strict=True))
-    return steps.selection_tasks(rows, prompt, passage_words, answers)
-
-
 def sample_queries(queries_file, answers_file, n: int, seed: int) -> tuple[pl.DataFrame, dict]:
     """(qid, query, answer) of `n` seeded queries with a non-empty QA answer, sorted by qid; and counts."""
     queries = tables.read_parquet(queries_file, columns=["qid", "text"])
