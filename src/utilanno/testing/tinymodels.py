@@ -159,8 +159,13 @@ def build_tiny_bert(
     vocab_corpus: Iterable[str] | None = None,
     seed: int = 0,
     vocab_size: int = 2048,
+    hidden_size: int = 64,
+    layers: int = 2,
+    heads: int = 2,
+    intermediate_size: int = 128,
 ) -> Path:
-    """Save a random 2-layer BERT encoder and its tokenizer: a stand-in for the retrievers' encoders in tests.
+    """Save a random 2-layer BERT encoder and its tokenizer: a stand-in for the retrievers' encoders in tests
+    (other dimensions: BERT-base's 768 / 12 / 12 / 3072 for GPU throughput checks).
 
     With `vocab_corpus`, the vocabulary is trained on it, so test data tokenizes without [UNK].
     """
@@ -171,10 +176,10 @@ def build_tiny_bert(
     tokenizer = build_tiny_bert_tokenizer(vocab_corpus, vocab_size)
     config = BertConfig(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=128,
+        hidden_size=hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=intermediate_size,
         max_position_embeddings=512,
         type_vocab_size=2,
         pad_token_id=tokenizer.pad_token_id,
