@@ -188,3 +188,20 @@ def test_global_batch_splits_over_the_processes_or_says_why_not():
         local_batch(s, 3)
     with pytest.raises(ValueError, match="mini_batch must be >= 1"):
         Settings(loss="summarg", mini_batch=0)
+
+
+def test_a_bf16_autocast_step_on_cpu_tracks_the_fp32_gradient(bert):
+    """precision bf16 runs the encoder under bf16 autocast (on CPUs too), the loss in fp32: the gradient
+    follows fp32's within bf16's precision (8 bits of mantissa), cached or not, and differs from it (the
+    autocast is really on)."""
+    model = Encoder(bert / "plain")
+    model.train()
+    q_in, p_in, labels = make_batch(model, "summarg", seed=3)
+    fp32, fp32_loss, _ = cached_grad(model, settings("summarg"), q_in, p_in, labels)
+    for mini in (None, 4):
+        model.zero_grad(set_to_none=True)
+        loss = forward_backward(model, settings("summarg", mini), q_in, p_in, labels, amp=torch.bfloat16)
+        bf16 = flat_grad(model)
+        assert loss.dtype == torch.float32 and loss.item() == pytest.approx(fp32_loss, rel=2e-2)
+        cosine = torch.nn.functional.cosine_similarity(bf16, fp32, dim=0).item()
+        assert cosine > 0.99 and relative_error(bf16, fp32) > 1e-4, (cosine, relative_error(bf16, fp32))
