@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import random
 import signal
@@ -260,6 +261,20 @@ def test_a_cached_run_stopped_at_a_checkpoint_resumes_to_the_uninterrupted_weigh
     assert (
         plain["final_loss"] != whole["final_loss"]
     )  # dropout on: the mini-batches' masks differ from one pass
+
+
+def test_training_logs_progress_lines_with_loss_and_learning_rate(world, tmp_path, caplog, monkeypatch):
+    monkeypatch.setenv("UTILANNO_PROGRESS_SECONDS", "0")
+    caplog.set_level(logging.INFO, logger="utilanno.train.trainer")
+    s = tiny_settings(epochs=0.25, checkpoint_every=1000)
+    summary = train(world / "tiny-bert", world / "human.parquet", [world / "shard-0.parquet"], tmp_path / "m",
+                    tmp_path / "ck", s)  # fmt: skip
+    log = [json.loads(x) for x in (tmp_path / "m/train-log.jsonl").read_text().splitlines()]
+    got = [r.getMessage() for r in caplog.records if r.getMessage().startswith("train m: ")]
+    assert summary["steps"] == len(log) == len(got) == 4
+    for k, (line, entry) in enumerate(zip(got, log, strict=True), 1):
+        assert line.startswith(f"train m: {k}/4 steps ({25 * k:.1f}%), ")
+        assert line.endswith(f", loss {entry['loss']:.4f}, lr {entry['lr']:.3g}")
 
 
 class _Planted:

@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
-from tqdm import tqdm
 
 from utilanno import tables
 from utilanno.annotate import parsing
 from utilanno.annotate.engines import Engine, Sampling, guide_pattern
 from utilanno.annotate.prompts import Prompt, format_passage, messages_hash
 from utilanno.atomic import atomic_path, atomic_text
+from utilanno.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +241,7 @@ def run_shard(
         "completion_tokens": sum(r["completion_tokens"] for r in records),
     }
     start = time.perf_counter()
-    bar = tqdm(total=len(tasks), initial=len(records), desc=f"{step} {out.stem}", unit="q", mininterval=10)
+    bar = Progress(f"{step} {out}", len(tasks), "queries", initial=len(records), logger=log)
     with open(partial, "ab") as fh:
         for batch in batches[done:]:
             convs = [c for t in batch for c in t.conversations]
@@ -266,10 +266,11 @@ def run_shard(
             # dropped by _resume, which only keeps whole batches
             fh.writelines(lines)
             fh.flush()
-            bar.update(len(batch))
             elapsed = time.perf_counter() - start
-            bar.set_postfix(tok_s=f"{totals['completion_tokens'] / max(elapsed, 1e-9):.0f}", refresh=False)
-    bar.close()
+            bar.update(
+                len(batch),
+                **{"generated tokens/s": f"{totals['completion_tokens'] / max(elapsed, 1e-9):.0f}"},
+            )
     elapsed = time.perf_counter() - start
     with atomic_text(out) as fh:
         for rec in records:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
+
+from utilanno.progress import Progress
 
 log = logging.getLogger(__name__)
 SETTINGS = "encoder.json"
@@ -146,24 +147,24 @@ def encode(
     order = sorted(range(n), key=lambda i: -len(texts[i]))
     device = torch.device(device)
     chunk = batch_size * chunk_batches
-    with tqdm(total=n, desc=desc, unit="text", mininterval=5, disable=None) as bar:
-        for c in range(0, n, chunk):
-            members = order[c : c + chunk]
-            tok = encoder.tokenizer(
-                [texts[i] for i in members], max_length=max_len, truncation=True, padding=False
+    bar = Progress(desc, n, "texts", logger=log)
+    for c in range(0, n, chunk):
+        members = order[c : c + chunk]
+        tok = encoder.tokenizer(
+            [texts[i] for i in members], max_length=max_len, truncation=True, padding=False
+        )
+        types = tok.get("token_type_ids")
+        by_len = sorted(range(len(members)), key=lambda j: -len(tok["input_ids"][j]))
+        for start in range(0, len(by_len), batch_size):
+            js = by_len[start : start + batch_size]
+            batch = pad(
+                encoder,
+                [tok["input_ids"][j] for j in js],
+                [types[j] for j in js] if types is not None else None,
             )
-            types = tok.get("token_type_ids")
-            by_len = sorted(range(len(members)), key=lambda j: -len(tok["input_ids"][j]))
-            for start in range(0, len(by_len), batch_size):
-                js = by_len[start : start + batch_size]
-                batch = pad(
-                    encoder,
-                    [tok["input_ids"][j] for j in js],
-                    [types[j] for j in js] if types is not None else None,
-                )
-                batch = {k: v.to(device) for k, v in batch.items()}
-                with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                    emb = encoder.embed(batch)
-                out[[members[j] for j in js]] = emb.float().cpu().numpy()
-                bar.update(len(js))
+            batch = {k: v.to(device) for k, v in batch.items()}
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                emb = encoder.embed(batch)
+            out[[members[j] for j in js]] = emb.float().cpu().numpy()
+            bar.update(len(js))
     return out

@@ -37,6 +37,7 @@ import torch
 import torch.distributed as dist
 
 from utilanno.atomic import atomic_dir, atomic_path
+from utilanno.progress import Progress
 from utilanno.train.encoder import Encoder
 from utilanno.train.labels import sample_group
 from utilanno.train.queries import Query, load_pool_texts, load_queries  # noqa: F401  (re-exported)
@@ -237,6 +238,7 @@ def train(
         _truncate_log(ckpt.log, start)
 
     began, seen = time.perf_counter(), 0
+    bar = Progress(f"train {Path(out_dir).name}", batches.total, "steps", initial=start, logger=log)
     model.train()
     for step in range(start, batches.total):
         epoch, batch = batches(step)
@@ -261,6 +263,7 @@ def train(
         seen += len(batch)
         done = step + 1
         if rank == 0:
+            bar.update(1, loss=f"{loss.item():.4f}", lr=f"{lr:.3g}")
             with ckpt.log.open("a") as f:
                 f.write(
                     json.dumps(
