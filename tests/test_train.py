@@ -277,6 +277,33 @@ def test_training_logs_progress_lines_with_loss_and_learning_rate(world, tmp_pat
         assert line.endswith(f", loss {entry['loss']:.4f}, lr {entry['lr']:.3g}")
 
 
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_a_trained_folder_loads_with_sentence_transformers_and_embeds_as_ours(world, tmp_path, pooling):
+    """SentenceTransformer(folder).encode == our encoder on the same texts (passages at the trained length,
+    short queries), dot-product similarity, and a model card in the Hugging Face format."""
+    from sentence_transformers import SentenceTransformer
+
+    s = tiny_settings(epochs=0.25, pooling=pooling, checkpoint_every=1000)
+    train(world / "tiny-bert", world / "human.parquet", [world / "shard-0.parquet"], tmp_path / "m",
+          tmp_path / "ck", s)  # fmt: skip
+    corpus = pl.read_parquet(world / "corpus.parquet").head(40)
+    ours = Encoder(tmp_path / "m")
+    assert ours.pooling == pooling
+    passages = [ours.passage(t, x) for t, x in zip(corpus["title"], corpus["text"], strict=True)]
+    queries = pl.read_parquet(world / "dev.parquet")["text"].to_list()
+    fits = [q for q in queries if len(ours.tokenizer(q)["input_ids"]) <= s.query_max_len]
+    assert len(fits) >= 10  # ST truncates queries at the passage length, we at the query length
+    st = SentenceTransformer(str(tmp_path / "m"), device="cpu")
+    assert st.max_seq_length == s.passage_max_len and st.similarity_fn_name == "dot"
+    for texts, length in ((passages, s.passage_max_len), (fits, s.query_max_len)):
+        theirs = st.encode(texts, batch_size=8, convert_to_numpy=True)
+        np.testing.assert_allclose(theirs, encode(ours, texts, length, 8), rtol=1e-5, atol=1e-5)
+    card = (tmp_path / "m/README.md").read_text()
+    assert card.startswith("---\nlibrary_name: sentence-transformers\n")
+    for fact in ("# m\n", "human.parquet", "SingleLH", f"{pooling} pooling", "| `learning_rate` | 0.001 |"):
+        assert fact in card, fact
+
+
 class _Planted:
     """Unpickling this runs code: it creates the canary file."""
 

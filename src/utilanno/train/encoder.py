@@ -97,10 +97,38 @@ class Encoder(torch.nn.Module):
         return int(min(limits))
 
     def save(self, out_dir: str | Path, **settings) -> None:
+        """The transformers model and tokenizer, encoder.json, and the sentence-transformers configuration
+        (Transformer -> Pooling, dot-product similarity, no normalisation), so that
+        `SentenceTransformer(out_dir)` embeds as this encoder does: passages in full at passage_max_len,
+        queries alike as long as they fit in it (we truncate queries at query_max_len)."""
         out = Path(out_dir)
         self.model.save_pretrained(out)
         self.tokenizer.save_pretrained(out)
         (out / SETTINGS).write_text(json.dumps({"pooling": self.pooling, **settings}, indent=2) + "\n")
+        max_len = settings.get("passage_max_len") or self.tokenizer.model_max_length
+        modules = [
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        ]
+        pooling = {
+            "word_embedding_dimension": self.model.config.hidden_size,
+            "pooling_mode_cls_token": self.pooling == "cls",
+            "pooling_mode_mean_tokens": self.pooling == "mean",
+            "pooling_mode_max_tokens": False,
+            "pooling_mode_mean_sqrt_len_tokens": False,
+            "pooling_mode_weightedmean_tokens": False,
+            "pooling_mode_lasttoken": False,
+            "include_prompt": True,
+        }
+        files = {
+            "modules.json": modules,
+            "sentence_bert_config.json": {"max_seq_length": max_len, "do_lower_case": False},
+            "config_sentence_transformers.json": {"similarity_fn_name": "dot", "prompts": {}},
+            "1_Pooling/config.json": pooling,
+        }
+        for name, content in files.items():
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            (out / name).write_text(json.dumps(content, indent=2) + "\n")
 
 
 def pad(encoder: Encoder, rows: list[list[int]], types: list[list[int]] | None) -> dict[str, torch.Tensor]:

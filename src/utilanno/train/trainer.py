@@ -38,6 +38,7 @@ import torch.distributed as dist
 
 from utilanno.atomic import atomic_dir, atomic_path
 from utilanno.progress import Progress
+from utilanno.train import model_card
 from utilanno.train.encoder import Encoder
 from utilanno.train.labels import sample_group
 from utilanno.train.queries import Query, load_pool_texts, load_queries  # noqa: F401  (re-exported)
@@ -317,6 +318,7 @@ def train(
             encoder.save(tmp, query_max_len=s.query_max_len, passage_max_len=s.passage_max_len)
             shutil.copy(ckpt.log, tmp / "train-log.jsonl")
             (tmp / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
+            (tmp / "README.md").write_text(model_card.render(summary, Path(out_dir).name))
         shutil.rmtree(ckpt.folder, ignore_errors=True)
         log.info(
             "trained %s: loss %s -> %s in %.1f s", out_dir, summary["first_loss"], summary["final_loss"], wall
