@@ -330,3 +330,20 @@ def test_build_stats_count_only_short_pools(tmp_path):
     assert heights == [sum(shard_of(r["qid"], 2) == k for r in rows) for k in range(2)]
     stats = pools.build(pool_path, corpus, outs, negatives=5, window=16, overlap=1, order="shuffle", seed=0)
     assert stats["short_pools"] == 7
+
+
+def test_an_untitled_corpus_keeps_the_pool_schema(tmp_path):
+    """MS MARCO without titles: every title is null, and the pool's passages keep their String title column
+    (an inferred type would be Null and the annotation steps' readers would see another schema)."""
+    pool_path, rows = _train_pool(tmp_path, n_queries=3)
+    docids = sorted({d for r in rows for d in [*r["positives"], *r["negatives"]]})
+    corpus = tmp_path / "untitled.parquet"
+    pl.DataFrame(
+        {"docid": docids, "title": [None] * len(docids), "text": [f"text of {d}" for d in docids]},
+        schema={"docid": pl.String, "title": pl.String, "text": pl.String},
+    ).write_parquet(corpus)
+    out = tmp_path / "s.parquet"
+    pools.build(pool_path, corpus, [out], negatives=4, window=3, overlap=1, order="shuffle", seed=0)
+    table = pl.read_parquet(out)
+    assert table.schema["passages"] == pl.List(pools.POOL_PASSAGE)
+    assert table["passages"].list.eval(pl.element().struct.field("title")).explode().null_count() == 3 * 5
