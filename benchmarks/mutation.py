@@ -25,6 +25,12 @@ Each module's result goes to benchmarks/out/mutation/<module>/result.json (with 
 mutated and the test files); `--summary` prints the table and the survivors of the latest results, marking
 a result stale when those files changed since its run. benchmarks/mutation.md records the figure beside
 this command.
+
+Run it on an otherwise idle machine, never beside other jobs: mutmut 3.8.1's wall-clock timeout thread sends
+SIGXCPU to the pids of mutant runs that have already ended (it keeps expired entries by design), and a pid
+the kernel has handed to another process by then gets the signal. It killed a tiny-workflow job of a CI run
+here (exit 152 = 128 + SIGXCPU, no traceback), and it can turn another mutant's run into a "timeout" (counted
+as detected): a module's figure with timeouts is only trusted from a run alone on the machine.
 """
 
 from __future__ import annotations
