@@ -22,6 +22,10 @@ include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/hybrid.smk"
 include: "rules/rag.smk"
+include: "rules/report.smk"
+
+
+report: "report/workflow.rst"
 
 
 localrules:
@@ -31,6 +35,7 @@ localrules:
     train_only,
     evaluate_only,
     rag_only,
+    report_only,
 
 
 rule all:
@@ -41,6 +46,12 @@ rule all:
         PLAN.training_targets(),
         PLAN.evaluation_targets(),
         PLAN.rag_targets(),
+        PLAN.report_targets(),
+
+
+rule report_only:
+    input:
+        PLAN.report_targets(),
 
 
 rule rag_only:

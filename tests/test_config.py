@@ -307,6 +307,15 @@ def mistake(mutate):
             lambda c: c["datasets"]["dl19"].update(corpus={"source": "dl19-qrels"}),
             "'datasets.dl19.corpus': missing required key 'format'",
         ),
+        (
+            lambda c: c["report"]["stand_ins"].update({"tiny-bret": "retromae"}),
+            "'report.stand_ins.tiny-bret': 'tiny-bret' is no backbone, LLM, dataset or RAG set here",
+        ),
+        (
+            lambda c: c["report"]["stand_ins"].update({"tiny-bert": "retro mae"}),
+            "'report.stand_ins.tiny-bert'",
+        ),
+        (lambda c: c["report"].update(gpu_price_per_hour=-1), "'report.gpu_price_per_hour'"),
     ],
 )
 def test_mistakes_name_the_key_and_what_was_expected(mutate, expected):

@@ -12,7 +12,7 @@ import pytest
 from utilanno import config as config_mod
 from utilanno.errors import InputFormatError
 from utilanno.rag import generate
-from utilanno.report import paper
+from utilanno.report import paper, rows
 
 REPO = Path(__file__).resolve().parents[1]
 BEIR14 = [  # the 14 BEIR datasets of Tables 3 and 12, CQADupStack counted once (the mean of its forums)
@@ -44,8 +44,8 @@ def cfg() -> dict:
 
 
 @pytest.fixture(scope="module")
-def matches(cfg, numbers) -> list[paper.RowMatch]:
-    return paper.map_experiments(cfg, numbers)
+def matches(cfg, numbers) -> list[rows.RowMatch]:
+    return rows.map_experiments(cfg, numbers)
 
 
 def values(numbers, entry: str, row: str, dataset: str | None = None, **where) -> dict:
@@ -95,8 +95,12 @@ def test_every_paper_row_has_an_experiment_or_a_reason(matches):
     }
     assert all("v2-only" in r for (e, _), r in unmatched.items() if e != "t9-nq")
     assert all("issue 16" in r for (e, _), r in unmatched.items() if e == "t9-nq")
-    # the mapping covers the retrieval and RAG tables only (Tables 1 and 17 are statistics and costs)
-    assert {m.table for m in matches} == {"2", "3", "12", "4", "13", "5", "6", "7", "8", "16", "9"}
+    # the mapping covers the retrieval and RAG tables, and Table 1's annotators (Table 17 is costs)
+    assert {m.table for m in matches} == {"1", "2", "3", "12", "4", "13", "5", "6", "7", "8", "16", "9"}
+    assert {(m.row, m.experiments) for m in matches if m.table == "1"} == {
+        ("llama31-8b", ("llama31-8b",)),
+        ("qwen25-32b-int8", ("qwen25-32b-int8",)),
+    }
 
 
 def test_each_matched_row_has_exactly_the_experiment_the_grid_names(matches):
@@ -132,7 +136,7 @@ def test_the_mapping_follows_settings_not_names(cfg, numbers):
     c["experiments"]["retromae-relsel"]["loss"] = "jointlh"  # no longer Table 6's RelSel row
     c["rag"]["experiments"].remove("retromae-replug")
     c["evaluation"]["bm25"] = False
-    got = {(m.entry, m.row): m for m in paper.map_experiments(c, numbers) if m.loss is None}
+    got = {(m.entry, m.row): m for m in rows.map_experiments(c, numbers) if m.loss is None}
     assert got[("t6-ablations", "loss-jointlh")].experiments == ("my-own-name",)
     relsel = got[("t6-ablations", "relsel")]
     assert relsel.experiments == () and "labels=relsel" in relsel.reason and "loss=summarg" in relsel.reason

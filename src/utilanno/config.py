@@ -15,7 +15,13 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator, validators
 
-from utilanno.config_evaluation import eval_answers, group_cycles, hybrid_problems, measure_problems
+from utilanno.config_evaluation import (
+    eval_answers,
+    group_cycles,
+    hybrid_problems,
+    measure_problems,
+    stand_in_problems,
+)
 from utilanno.dataset_specs import expand_beir, iter_tables
 from utilanno.errors import ConfigError
 from utilanno.plan import Plan
@@ -231,6 +237,7 @@ def _cross_check(config: dict) -> list[str]:
                         f" set it under evaluation.encoding.datasets.{owner}"
                     )
     out += hybrid_problems(config, datasets)
+    out += stand_in_problems(config, datasets)
     rag = config["rag"]
     if rag["bertscore_model"] and rag["bertscore_layer"] is None and rag["bertscore_model_type"] is None:
         out.append(

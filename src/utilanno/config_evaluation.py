@@ -95,3 +95,14 @@ def measure_problems(key: str, measures: list[str]) -> list[str]:
         except (ValueError, NameError, TypeError, AttributeError, SyntaxError) as err:
             out.append(f"config key '{key}.{i}': {name!r} is not an ir_measures measure ({err})")
     return out
+
+
+def stand_in_problems(config: dict, datasets: dict) -> list[str]:
+    """report.stand_ins: each key is a backbone, LLM, dataset or RAG set of this config (a typo would leave
+    the paper's row silently 'not run')."""
+    names = set(config["backbones"]) | set(config["llms"]) | set(datasets) | set(config["rag"]["datasets"])
+    return [
+        f"config key 'report.stand_ins.{ours}': {ours!r} is no backbone, LLM, dataset or RAG set here"
+        for ours in config["report"]["stand_ins"]
+        if ours not in names
+    ]

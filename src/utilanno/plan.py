@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import posixpath
 from urllib.parse import unquote, urlparse
 
@@ -277,3 +278,52 @@ class Plan(EvaluationPlan):
 
     def training_targets(self) -> list[str]:
         return [self.retriever_dir(name) for name in self.config["experiments"]]
+
+    # -- report -------------------------------------------------------------------------------------------
+    REPORT_FILES = ("index.md", "index.html", "cells.tsv", "stages.tsv", "cost.tsv")
+    REPORT_FIGURES = ("training-loss", "positives-per-query", "ours-vs-paper", "hours-per-stage")
+
+    def report_dir(self) -> str:
+        return f"{self.results}/report"
+
+    def report_inputs(self) -> dict[str, dict | list | None]:
+        """What the report reads, by kind: the results tables, each annotation step's statistics, each
+        training job's folder and each label set (the same names the report's spec gives them)."""
+        steps = {
+            f"{a}/{s}": f"{self.annotation_dir(a, s)}/stats.json" for a in self.annotators() for s in STEPS
+        }
+        metrics = self.evaluation_targets()
+        rag = self.rag_targets()
+        return {
+            "metrics": metrics or None,
+            "rag": rag or None,
+            "stats": steps,
+            "trainings": {name: self.retriever_dir(name) for name in sorted(self.trainings())},
+            "label_sets": {name: self.labels_file(name) for name in sorted(self.label_sets())},
+        }
+
+    def report_spec(self) -> str:
+        """The report command's --spec: its inputs, the part of the config it reads, where benchmarks are and
+        where it writes (JSON with sorted keys: a reordered config reruns nothing)."""
+        c = self.config
+        llm_keys = ("gpus", "engine", "price_per_million_input", "price_per_million_output")
+        used = {
+            "experiments": c["experiments"],
+            "backbones": c["backbones"],
+            "annotation": c["annotation"],
+            "evaluation": {k: c["evaluation"][k] for k in ("bm25", "gpus")},
+            "training": {"gpus": c["training"]["gpus"]},
+            "rag": {k: c["rag"][k] for k in ("experiments", "generators")},
+            "hybrid": {"judge": (c.get("hybrid") or {}).get("judge")},
+            "replug": {"scorer": (c.get("replug") or {}).get("scorer")},
+            "llms": {n: {k: v for k, v in llm.items() if k in llm_keys} for n, llm in c["llms"].items()},
+            "report": c["report"],
+        }
+        spec = {**self.report_inputs(), "config": used, "benchmarks": f"{self.results}/benchmarks"}
+        return json.dumps({**spec, "out": self.report_dir()}, sort_keys=True)
+
+    def report_targets(self) -> list[str]:
+        files = [f"{self.report_dir()}/{f}" for f in self.REPORT_FILES]
+        return files + [
+            f"{self.report_dir()}/figures/{n}.{e}" for n in self.REPORT_FIGURES for e in ("png", "svg")
+        ]

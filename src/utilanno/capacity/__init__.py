@@ -160,6 +160,7 @@ class _Planner(EvalCosts):
         self.train()
         self.evaluate()
         self.rag()
+        self.report()
         order = list(STAGES)
         rows = sorted(
             self.rows.values(),

@@ -293,3 +293,10 @@ class EvalCosts(RuleCosts):
         t = self.row("rag_table")
         t.jobs = 1
         t.kept = 2 * 80 * len(plan.rag_systems()) * len(rag["datasets"]) * 6
+
+    # Report ---------------------------------------------------------------------------------------------
+    def report(self) -> None:
+        """One CPU job; its size barely depends on the config (every paper cell is printed either way)."""
+        r = self.row("report")
+        r.jobs = 1
+        r.kept = self.bytes["report"]

@@ -90,6 +90,7 @@ _RATE_KEYS = (
     "bytes.retriever_bytes_per_param",
     "bytes.train_log_line",
     "bytes.stats_json",
+    "bytes.report",
 )
 # keys that may be 0 (a start-up time); every other rate must be positive
 _MAY_BE_ZERO = ("startup_s.",)

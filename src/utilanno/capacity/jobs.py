@@ -42,6 +42,7 @@ STAGES = {
     "rag_generate": "rag",
     "rag_metrics": "rag",
     "rag_table": "rag",
+    "report": "report",
 }
 
 
