@@ -1,9 +1,66 @@
-# Candidate pools: human positive + hard negatives per training query, seeded order, windows, shards.
+# Candidate pools: human positive + hard negatives per training query, seeded order, windows, shards. A dataset
+# without a pool file (`datasets.<name>.mine`) gets its candidates mined: BM25 over its queries, fused (RRF) into
+# the top `candidates` per query with no human positive (annotate.mining; the paper's App. C).
+
+
+rule mine_bm25:
+    input:
+        index=lambda wc: f"{RESULTS}/bm25/{PLAN.corpus_owner(wc.dataset)}",
+        queries=lambda wc: f"{PLAN.data_dir(wc.dataset)}/queries-{PLAN.datasets[wc.dataset]['mine']['split']}.parquet",
+        script=script("evaluate.py"),
+    output:
+        f"{RESULTS}/mine/{{dataset}}/bm25.trec",
+    log:
+        f"{LOGS}/mine_bm25/{{dataset}}.log",
+    benchmark:
+        f"{BENCH}/mine_bm25/{{dataset}}.tsv"
+    conda:
+        "../envs/eval.yaml"
+    container:
+        config["containers"]["eval"]
+    threads: config["evaluation"]["cpus"]
+    resources:
+        mem_mb=lambda wc, attempt: 8000 * attempt,
+        runtime=lambda wc, attempt: 120 * attempt,
+    params:
+        depth=lambda wc: PLAN.datasets[wc.dataset]["mine"]["depth"],
+        self_hits=lambda wc: cli(drop_self_hits=PLAN.is_beir(wc.dataset)),
+    shell:
+        "python {input.script:q} bm25-search --index {input.index:q} --queries {input.queries:q}"
+        " --depth {params.depth:q} {params.self_hits:q} --threads {threads} --out {output:q} > {log:q} 2>&1"
+
+
+rule mine:
+    input:
+        runs=lambda wc: [f"{PLAN.mine_dir(wc.dataset)}/bm25.trec"],
+        queries=lambda wc: f"{PLAN.data_dir(wc.dataset)}/queries-{PLAN.datasets[wc.dataset]['mine']['split']}.parquet",
+        qrels=lambda wc: PLAN.mine_qrels(wc.dataset),
+        script=script("annotate.py"),
+    output:
+        pool=f"{RESULTS}/mine/{{dataset}}/train-pool.parquet",
+        stats=f"{RESULTS}/mine/{{dataset}}/stats.json",
+    log:
+        f"{LOGS}/mine/{{dataset}}.log",
+    conda:
+        "../envs/data.yaml"
+    container:
+        config["containers"]["data"]
+    resources:
+        mem_mb=lambda wc, attempt: 8000 * attempt,
+    params:
+        runs=lambda wc, input: cli(run=list(input.runs)),
+        qrels=lambda wc, input: cli(qrels=list(input.qrels)),
+        opts=lambda wc: cli(
+            **{k: PLAN.datasets[wc.dataset]["mine"][k] for k in ("candidates", "fusion", "rrf_k")}
+        ),
+    shell:
+        "python {input.script:q} mine {params.runs:q} --queries {input.queries:q} {params.qrels:q} {params.opts:q}"
+        " --out {output.pool:q} --stats {output.stats:q} > {log:q} 2>&1"
 
 
 rule pool:
     input:
-        pool=lambda wc: f"{PLAN.data_dir(wc.dataset)}/train-pool.parquet",
+        pool=lambda wc: PLAN.train_pool_file(wc.dataset),
         corpus=lambda wc: f"{PLAN.data_dir(PLAN.corpus_owner(wc.dataset))}/corpus.parquet",
         script=script("annotate.py"),
     output:
@@ -21,9 +78,10 @@ rule pool:
         runtime=lambda wc, attempt: 120 * attempt,
     params:
         outs=lambda wc, output: cli(out=list(output)),
-        opts=cli(
+        opts=lambda wc: cli(
             **{k: config["annotation"][k] for k in ("negatives", "window", "overlap", "order")},
             seed=config["seed"],
+            mined=PLAN.mined(wc.dataset),
         ),
     shell:
         "python {input.script:q} pool --input {input.pool:q} --corpus {input.corpus:q} {params.outs:q} {params.opts:q}"

@@ -1,6 +1,9 @@
 """Annotation stage: pools, one LLM step on one shard, merging shards with statistics.
 
+python scripts/annotate.py mine --run bm25.trec [--run dense.trec] --queries queries-train.parquet \
+    --candidates 31 [--qrels qrels-train.trec] --out train-pool.parquet --stats stats.json
 python scripts/annotate.py pool --input train-pool.parquet --corpus corpus.parquet --out shard-0.parquet ...
+    [--mined]
 python scripts/annotate.py step relsel --pool shard-0 --prompt prompts/relsel.yaml --llm JSON --out X
 python scripts/annotate.py merge relsel --shard ... --pool ... --out merged.parquet --stats stats.json
 python scripts/annotate.py replug --pool shard-0 --answers answers-train.parquet --prompt P --llm JSON ...
@@ -30,6 +33,26 @@ def cli():
     """LLM annotation of candidate pools (RelSel -> pseudo answer -> UtilSel | UtilRank)."""
 
 
+@cli.command("mine")
+@click.option("--run", "runs", required=True, multiple=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--queries", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--qrels", type=click.Path(exists=True, dir_okay=False), help="Only to report the pools' recall."
+)
+@click.option("--candidates", default=31, show_default=True, type=click.IntRange(min=1))
+@click.option("--fusion", type=click.Choice(["rrf", "union"]), default="rrf", show_default=True)
+@click.option("--rrf-k", default=60, show_default=True, type=click.IntRange(min=0))
+@click.option("--out", required=True, type=click.Path(dir_okay=False))
+@click.option("--stats", "stats_out", required=True, type=click.Path(dir_okay=False))
+def mine_cmd(runs, queries, qrels, candidates, fusion, rrf_k, out, stats_out):
+    """Fuse retrievers' runs into candidate pools with no human positive (a dataset without a pool file)."""
+    from utilanno.annotate import mining
+
+    stats = mining.mine(list(runs), queries, out, candidates, fusion, rrf_k, qrels)
+    with atomic_text(stats_out) as fh:
+        json.dump(stats, fh, indent=2)
+
+
 @cli.command("pool")
 @click.option("--input", "pool_input", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--corpus", required=True, type=click.Path(exists=True, dir_okay=False))
@@ -48,10 +71,13 @@ def cli():
     "--order", type=click.Choice(["shuffle", "positive_first"]), default="shuffle", show_default=True
 )
 @click.option("--seed", default=42, show_default=True)
-def pool_cmd(pool_input, corpus, outs, negatives, window, overlap, order, seed):
+@click.option(
+    "--mined", is_flag=True, help="The input is a mined pool (no human positive; every candidate shown)."
+)
+def pool_cmd(pool_input, corpus, outs, negatives, window, overlap, order, seed, mined):
     """Build the candidate pools and windows, one file per shard."""
     try:
-        pools.build(pool_input, corpus, list(outs), negatives, window, overlap, order, seed)
+        pools.build(pool_input, corpus, list(outs), negatives, window, overlap, order, seed, mined)
     except InputFormatError as err:
         raise click.ClickException(str(err)) from None
 

@@ -425,8 +425,11 @@ def _write_jsonl(path: Path, records: list[dict]) -> Path:
     return path
 
 
-def _pool_file(path: Path, positives: dict[str, str]) -> Path:
-    pl.DataFrame({"qid": list(positives), "positive": list(positives.values())}).write_parquet(path)
+def _pool_file(path: Path, positives: dict[str, str | None]) -> Path:
+    pl.DataFrame(
+        {"qid": list(positives), "positive": list(positives.values())},
+        schema={"qid": pl.String, "positive": pl.String},
+    ).write_parquet(path)
     return path
 
 
@@ -528,11 +531,29 @@ def test_merge_utilrank_topk(tmp_path):
     stats = annotate.merge("utilrank", [shard], pools, tmp_path / "u.parquet", topk=[10, 30, 50])
     assert stats["statuses"] == {"parsed": 3, "unparseable": 1}
     t10, t30, t50 = stats["topk"]["10"], stats["topk"]["30"], stats["topk"]["50"]
-    assert t10 == {"precision": 0.5, "recall": 0.5, "avg_positives": 1.0, "queries_without_positive": 1}
+    assert t10 == {
+        "precision": 0.5,
+        "recall": 0.5,
+        "avg_positives": 1.0,
+        "queries_without_positive": 1,
+        "queries_with_human_positive": 4,
+    }
     # 30%: q1 3, q2 4, q3 1 -> 8 selected, 2 hits
-    assert t30 == {"precision": 0.25, "recall": 0.5, "avg_positives": 2.0, "queries_without_positive": 1}
+    assert t30 == {
+        "precision": 0.25,
+        "recall": 0.5,
+        "avg_positives": 2.0,
+        "queries_without_positive": 1,
+        "queries_with_human_positive": 4,
+    }
     # 50%: q1 3 (of 5), q2 4 (of 10), q3 3 -> 10 selected, 2 hits
-    assert t50 == {"precision": 0.2, "recall": 0.5, "avg_positives": 2.5, "queries_without_positive": 1}
+    assert t50 == {
+        "precision": 0.2,
+        "recall": 0.5,
+        "avg_positives": 2.5,
+        "queries_without_positive": 1,
+        "queries_with_human_positive": 4,
+    }
 
 
 def test_merge_pseudo_answer(tmp_path):
@@ -674,3 +695,34 @@ def test_merge_schema_does_not_depend_on_the_data(tmp_path):
     schema = pl.read_parquet_schema(tmp_path / "m.parquet")
     assert schema["selected"] == pl.List(pl.String)
     assert schema["docids"] == pl.List(pl.String)
+
+
+def test_statistics_without_a_human_positive_leave_precision_and_recall_out(tmp_path):
+    """A mined pool has no human positive: precision and recall are null, positives per query still counted;
+    with some queries judged, precision and recall are over those alone."""
+    records = [
+        {
+            "qid": q,
+            "step": "utilsel",
+            "docids": ["a", "b", "c"],
+            "prompt_hash": "h",
+            "raw": "r",
+            "status": "parsed",
+            "ids": [],
+            "selected": sel,
+            "prompt_tokens": 1,
+            "completion_tokens": 1,
+        }
+        for q, sel in (("q1", ["a", "b"]), ("q2", []), ("q3", ["c"]))
+    ]
+    shard = _write_jsonl(tmp_path / "u.jsonl", records)
+    mined = _pool_file(tmp_path / "p.parquet", {"q1": None, "q2": None, "q3": None})
+    stats = annotate.merge("utilsel", [shard], [mined], tmp_path / "u.parquet", topk=[10])
+    assert (stats["precision"], stats["recall"]) == (None, None)
+    assert stats["avg_positives"] == 1.0 and stats["queries_without_positive"] == 1
+    assert stats["queries_with_human_positive"] == 0
+    partly = _pool_file(tmp_path / "p2.parquet", {"q1": "a", "q2": None, "q3": "b"})
+    stats = annotate.merge("utilsel", [shard], [partly], tmp_path / "u2.parquet", topk=[10])
+    # judged: q1 (a selected: hit, 2 selected) and q3 (b not selected, 1 selected) -> 1 hit of 3, 1 of 2
+    assert (stats["precision"], stats["recall"]) == (round(1 / 3, 4), 0.5)
+    assert stats["avg_positives"] == 1.0  # over every query

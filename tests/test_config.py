@@ -217,7 +217,7 @@ def mistake(mutate):
         ),
         (
             lambda c: c["annotation"].update(dataset="dl19"),
-            "'annotation.dataset': dataset 'dl19' has no 'train_pool' to annotate",
+            "'annotation.dataset': dataset 'dl19' has neither a 'train_pool' nor 'mine'",
         ),
         (
             lambda c: c["evaluation"]["groups"].update(dl19=["dl20"]),
@@ -316,6 +316,34 @@ def mistake(mutate):
             "'report.stand_ins.tiny-bert'",
         ),
         (lambda c: c["report"].update(gpu_price_per_hour=-1), "'report.gpu_price_per_hour'"),
+        (
+            lambda c: c["datasets"]["msmarco"].update(mine={}),
+            "'datasets.msmarco.mine': a dataset has a train_pool or is mined, not both",
+        ),
+        (
+            lambda c: c["datasets"]["beir-scifact"].update(mine={"split": "dev"}),
+            "'datasets.beir-scifact.mine.split': beir-scifact has no queries for split 'dev'",
+        ),
+        (
+            lambda c: c["datasets"]["beir-scifact"].update(
+                mine={"split": "test", "candidates": 50, "depth": 20}
+            ),
+            "'datasets.beir-scifact.mine.depth': must be at least candidates (50)",
+        ),
+        (
+            lambda c: (
+                c["datasets"]["beir-scifact"].update(mine={"split": "test"}),
+                c["annotation"].update(dataset="beir-scifact"),
+            ),
+            "'experiments.tiny-human.labels': the annotated dataset 'beir-scifact' is mined and has no human",
+        ),
+        (
+            lambda c: (
+                c["datasets"]["beir-scifact"].update(mine={"split": "test"}),
+                c["annotation"].update(dataset="beir-scifact"),
+            ),
+            "'experiments.tiny-utilsel-cl50.human_fraction': the annotated dataset 'beir-scifact' is mined",
+        ),
     ],
 )
 def test_mistakes_name_the_key_and_what_was_expected(mutate, expected):

@@ -347,3 +347,51 @@ def test_an_untitled_corpus_keeps_the_pool_schema(tmp_path):
     table = pl.read_parquet(out)
     assert table.schema["passages"] == pl.List(pools.POOL_PASSAGE)
     assert table["passages"].list.eval(pl.element().struct.field("title")).explode().null_count() == 3 * 5
+
+
+def test_a_mined_pool_shows_every_candidate_without_a_human_positive(tmp_path):
+    """Mining (annotate.mining) writes no positive; the pool stage shows all candidates in a seeded order,
+    drops a query mining found nothing for (counted), and refuses a mined file with human positives."""
+    pool_path = tmp_path / "train-pool.parquet"
+    schema = {
+        "qid": pl.String,
+        "query": pl.String,
+        "positives": pl.List(pl.String),
+        "negatives": pl.List(pl.String),
+    }
+    cands = [f"d{i}" for i in range(40)]
+    pl.DataFrame(
+        {"qid": ["1", "2"], "query": ["q one", "q two"], "positives": [[], []], "negatives": [cands, []]},
+        schema=schema,
+    ).write_parquet(pool_path)
+    corpus = _corpus(tmp_path, cands)
+    out = tmp_path / "s.parquet"
+    stats = pools.build(
+        pool_path, corpus, [out], negatives=30, window=16, overlap=1, order="shuffle", seed=3, mined=True
+    )
+    assert (stats["queries_in"], stats["queries_out"], stats["empty_pools"]) == (2, 1, 1)
+    rec = pl.read_parquet(out).row(0, named=True)
+    assert rec["positive"] is None and rec["positives"] == []
+    shown = [p["docid"] for p in rec["passages"]]
+    assert shown == order_pool("1", None, cands, "shuffle", 3) and sorted(shown) == sorted(cands)  # all 40
+    assert rec["windows"] == windows(40, 16, 1)
+    with pytest.raises(ValueError, match="positive_first needs a human positive"):
+        pools.build(
+            pool_path,
+            corpus,
+            [out],
+            negatives=30,
+            window=16,
+            overlap=1,
+            order="positive_first",
+            seed=3,
+            mined=True,
+        )
+    human = tmp_path / "human-pool.parquet"
+    pl.DataFrame(
+        {"qid": ["1"], "query": ["q"], "positives": [["d0"]], "negatives": [["d1"]]}, schema=schema
+    ).write_parquet(human)
+    with pytest.raises(InputFormatError, match="a mined pool has human positives"):
+        pools.build(
+            human, corpus, [out], negatives=30, window=16, overlap=1, order="shuffle", seed=3, mined=True
+        )

@@ -263,10 +263,12 @@ def _cross_check(config: dict) -> list[str]:
     ann = config["annotation"]
     ref("annotation.annotator", ann["annotator"], config["llms"], "llms")
     ref("annotation.dataset", ann["dataset"], datasets, "datasets")
-    if ann["dataset"] in datasets and "train_pool" not in datasets[ann["dataset"]]:
+    if ann["dataset"] in datasets and not {"train_pool", "mine"} & set(datasets[ann["dataset"]]):
         out.append(
-            f"config key 'annotation.dataset': dataset {ann['dataset']!r} has no 'train_pool' to annotate"
+            f"config key 'annotation.dataset': dataset {ann['dataset']!r} has neither a 'train_pool' nor"
+            " 'mine' (candidate mining) to annotate"
         )
+    out += _mining_problems(config, datasets)
     for ename, exp in config["experiments"].items():
         # output folders that an experiment of this name would share with another system or stage
         if ename in RESERVED_EXPERIMENT_NAMES or ename.endswith("-stage1"):
@@ -343,6 +345,40 @@ def _cross_check(config: dict) -> list[str]:
             )
     for i, exp in enumerate(config["rag"]["experiments"]):
         ref(f"rag.experiments.{i}", exp, config["experiments"], "experiments")
+    return out
+
+
+# what an experiment needs of the human labels, which a mined dataset does not have
+_HUMAN_NEEDS = {
+    "labels": lambda e: e["labels"] in ("human", "union"),
+    "human_fraction": lambda e: e.get("human_fraction", 0) > 0,
+    "curriculum": lambda e: bool(e.get("curriculum")),
+    "human_positive": lambda e: e.get("human_positive", "random") != "random",
+}
+
+
+def _mining_problems(config: dict, datasets: dict) -> list[str]:
+    """A mined dataset: one pool source, a split with queries, and no experiment that needs human labels."""
+    out = []
+    for name, ds in datasets.items():
+        if "mine" not in ds:
+            continue
+        key = f"datasets.{name}.mine"
+        if "train_pool" in ds:
+            out.append(f"config key '{key}': a dataset has a train_pool or is mined, not both")
+        if ds["mine"]["split"] not in expand_beir(ds).get("queries", {}):
+            out.append(f"config key '{key}.split': {name} has no queries for split {ds['mine']['split']!r}")
+        if ds["mine"]["depth"] < ds["mine"]["candidates"]:
+            out.append(f"config key '{key}.depth': must be at least candidates ({ds['mine']['candidates']})")
+    if "mine" not in datasets.get(config["annotation"]["dataset"], {}):
+        return out
+    for ename, exp in config["experiments"].items():
+        for what, needs in _HUMAN_NEEDS.items():
+            if needs(exp):
+                out.append(
+                    f"config key 'experiments.{ename}.{what}': the annotated dataset"
+                    f" {config['annotation']['dataset']!r} is mined and has no human labels"
+                )
     return out
 
 

@@ -65,6 +65,28 @@ class Plan(EvaluationPlan):
             seen.append(dataset)
         return dataset
 
+    # -- candidate mining (a dataset without a pool file; annotate.mining) ------------------------------
+    def mined(self, dataset: str) -> bool:
+        return "mine" in self.datasets[dataset]
+
+    def mine_dir(self, dataset: str) -> str:
+        return f"{self.results}/mine/{dataset}"
+
+    def train_pool_file(self, dataset: str) -> str:
+        """The pool file the pool stage reads: converted from the dataset's train_pool, or mined."""
+        if self.mined(dataset):
+            return f"{self.mine_dir(dataset)}/train-pool.parquet"
+        return f"{self.data_dir(dataset)}/train-pool.parquet"
+
+    def mine_qrels(self, dataset: str) -> list[str]:
+        """The mined split's qrels, when the dataset has them: only to report the pools' recall."""
+        split = self.datasets[dataset]["mine"]["split"]
+        return (
+            [f"{self.data_dir(dataset)}/qrels-{split}.trec"]
+            if split in self.datasets[dataset].get("qrels", {})
+            else []
+        )
+
     def table(self, dataset: str, kind: str, split: str | None = None) -> dict:
         ds = self.datasets[dataset]
         return ds[kind] if split is None else ds[kind][split]

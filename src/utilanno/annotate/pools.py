@@ -27,18 +27,20 @@ def shard_of(qid: str, shards: int) -> int:
 ORDERS = ("shuffle", "positive_first")
 
 
-def order_pool(qid: str, positive: str, negatives: list[str], order: str, seed: int) -> list[str]:
+def order_pool(qid: str, positive: str | None, negatives: list[str], order: str, seed: int) -> list[str]:
     """The pool in prompt order. `shuffle`: all passages in a seeded per-query order; `positive_first`: the
     human positive first, then the negatives in a seeded order (the released notebook's reading, with
-    `anchored_windows`)."""
+    `anchored_windows`). A mined pool has no human positive (None): its candidates in a seeded order."""
     if order not in ORDERS:
         raise ValueError(f"unknown pool order {order!r} (expected one of {ORDERS})")
+    if positive is None and order == "positive_first":
+        raise ValueError("positive_first needs a human positive; a mined pool has none (use shuffle)")
     rng = random.Random(f"{seed}:{qid}")
     negatives = list(negatives)
     rng.shuffle(negatives)
     if order == "positive_first":
         return [positive, *negatives]
-    pool = [positive, *negatives]
+    pool = [positive, *negatives] if positive is not None else negatives
     rng.shuffle(pool)
     return pool
 
@@ -90,26 +92,37 @@ def build(
     overlap: int,
     order: str,
     seed: int,
+    mined: bool = False,
 ) -> dict:
     """train-pool.parquet + corpus.parquet -> one Parquet file per shard (len(outs) shards).
 
     Columns: qid, query, positive (the human positive shown to the LLM), positives (all human positives),
     passages (list of docid/title/text in prompt order), windows (list of lists of pool positions).
+
+    `mined`: the pool file comes from candidate mining (`annotate.mining`): no human positive (positive null,
+    positives empty), every mined candidate shown (mining already kept `candidates` per query); a query
+    mining found nothing for is dropped here and counted.
     """
     src = tables.read_parquet(pool_input)
     shards = len(outs)
-    rows, short = [], 0
+    rows, short, empty = [], 0, 0
     for qid, query, positives, negs in src.select("qid", "query", "positives", "negatives").iter_rows():
-        if not positives:
+        if mined and positives:
+            raise InputFormatError(str(pool_input), None, f"query {qid!r}: a mined pool has human positives")
+        if not mined and not positives:
             raise InputFormatError(str(pool_input), None, f"query {qid!r} has no human positive")
-        if len(negs) < negatives:
+        if mined and not negs:
+            empty += 1
+            continue
+        if not mined and len(negs) < negatives:
             short += 1
-        pool = order_pool(qid, positives[0], negs[:negatives], order, seed)
+        positive = positives[0] if positives else None
+        pool = order_pool(qid, positive, negs if mined else negs[:negatives], order, seed)
         rows.append(
             (
                 qid,
                 query,
-                positives[0],
+                positive,
                 positives,
                 pool,
                 pool_windows(len(pool), window, overlap, order),
@@ -162,6 +175,9 @@ def build(
             part.write_parquet(tmp)
         sizes.append(part.height)
         log.info("shard %d: %d queries, %d distinct passages -> %s", k, part.height, needed.len(), out)
+    if empty:
+        log.warning("%d of %d mined queries have no candidate and are not annotated", empty, src.height)
     stats = {"queries_in": src.height, "queries_out": sum(sizes), "shard_sizes": sizes, "short_pools": short}
+    stats |= {"empty_pools": empty} if mined else {}
     log.info("pools: %s", stats)
     return stats

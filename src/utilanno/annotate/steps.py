@@ -373,12 +373,15 @@ def merge(
     return stats
 
 
-def _label_stats(selected: list[list[str]], human: list[str]) -> dict:
-    n_sel = sum(len(s) for s in selected)
-    hits = sum(h in s for s, h in zip(selected, human, strict=True))
+def _label_stats(selected: list[list[str]], human: list[str | None]) -> dict:
+    """Precision and recall over the queries with a human positive (a mined pool has none: both null)."""
+    judged = [(s, h) for s, h in zip(selected, human, strict=True) if h is not None]
+    n_sel = sum(len(s) for s, _ in judged)
+    hits = sum(h in s for s, h in judged)
     return {
         "precision": round(hits / n_sel, 4) if n_sel else None,
-        "recall": round(hits / len(human), 4) if human else None,
-        "avg_positives": round(n_sel / len(selected), 3) if selected else None,
+        "recall": round(hits / len(judged), 4) if judged else None,
+        "avg_positives": round(sum(len(s) for s in selected) / len(selected), 3) if selected else None,
         "queries_without_positive": sum(not s for s in selected),
+        "queries_with_human_positive": len(judged),
     }

@@ -154,6 +154,7 @@ class _Planner(EvalCosts):
 
     def run(self, concurrency: int) -> Estimate:
         self.data()
+        self.mine()
         self.pool()
         self.annotate()
         self.replug()

@@ -174,13 +174,7 @@ class EvalCosts(RuleCosts):
         if ev["bm25"] and plan.evaluation_targets():
             datasets = plan.eval_datasets("bm25")
             for owner in sorted({plan.corpus_owner(d) for d in datasets}):
-                s = self.sizes[owner]
-                r = self.row("bm25_index")
-                r.jobs += 1
-                r.kept += (s.passages or 0) * (s.words * b["bm25_index_bytes_per_word"] + s.docid_chars + 8)
-                core_s = (s.passages or 0) / cpu["bm25_index_docs_per_s_per_core"]
-                r.cpu_hours += core_s / 3600
-                r.job_hours = max(r.job_hours, core_s / threads / 3600)
+                self.bm25_index(owner)
             for d in datasets:
                 if d in hybrid:
                     self._hybrid_run("bm25", d)

@@ -22,6 +22,8 @@ STAGES = {
     "qrels": "data",
     "answers": "data",
     "train_pool": "data",
+    "mine_bm25": "pool",
+    "mine": "pool",
     "pool": "pool",
     "annotate": "annotate",
     "merge_annotations": "annotate",
@@ -81,6 +83,7 @@ class RuleCosts:
         self.ann = config["annotation"]
         self.notes: list[str] = []
         self.llm_hours: dict[tuple[str, str], float] = {}  # (rule, llm) -> GPU-hours without start-up
+        self.bm25_indexed: set[str] = set()  # corpus owners whose BM25 index is already counted
 
     # helpers --------------------------------------------------------------------------------------------
     def row(self, rule: str) -> Row:
@@ -277,7 +280,42 @@ class RuleCosts:
         ds = self.ann["dataset"]
         s = self.sizes[ds]
         corpus = self.sizes[self.plan.corpus_owner(ds)]
+        if self.plan.mined(ds):
+            mine = self.plan.datasets[ds]["mine"]
+            return s, corpus, int(s.queries.get(mine["split"], 0)), mine["candidates"]
         return s, corpus, int(s.pool_queries or 0), 1 + self.ann["negatives"]
+
+    def bm25_index(self, owner: str) -> None:
+        """One BM25 index per corpus, however many stages search it."""
+        if owner in self.bm25_indexed:
+            return
+        self.bm25_indexed.add(owner)
+        s, b, cpu = self.sizes[owner], self.bytes, self.rates["cpu"]
+        r = self.row("bm25_index")
+        r.jobs += 1
+        r.kept += (s.passages or 0) * (s.words * b["bm25_index_bytes_per_word"] + s.docid_chars + 8)
+        core_s = (s.passages or 0) / cpu["bm25_index_docs_per_s_per_core"]
+        r.cpu_hours += core_s / 3600
+        r.job_hours = max(r.job_hours, core_s / self.config["evaluation"]["cpus"] / 3600)
+
+    def mine(self) -> None:
+        """Candidate mining of the annotated dataset, when it has no pool file: BM25 search, fusion."""
+        ds = self.ann["dataset"]
+        if not self.plan.mined(ds):
+            return
+        s, corpus, n, npool = self.pool_size()
+        mine, owner = self.plan.datasets[ds]["mine"], self.plan.corpus_owner(ds)
+        self.bm25_index(owner)
+        r = self.row("mine_bm25")
+        r.jobs = 1
+        depth = min(mine["depth"], corpus.passages or 0)
+        r.kept = n * depth * (8 + corpus.docid_chars + 8 + self.bytes["bm25_score_chars"] + 10)
+        core_s = n / self.rates["cpu"]["bm25_search_queries_per_s_per_core"]
+        r.cpu_hours = core_s / 3600
+        r.job_hours = core_s / self.config["evaluation"]["cpus"] / 3600
+        r = self.row("mine")
+        r.jobs = 1
+        r.kept = self.parquet(n * (8 + self.chars(s.query_words) + npool * (corpus.docid_chars + 4))) + 500
 
     def pool(self) -> None:
         s, corpus, n, npool = self.pool_size()
