@@ -53,7 +53,12 @@ rule merge_annotations:
         script=script("annotate.py"),
     output:
         table=f"{RESULTS}/annotate/{{annotator}}/{{step}}/merged.parquet",
-        stats=f"{RESULTS}/annotate/{{annotator}}/{{step}}/stats.json",
+        stats=report(
+            f"{RESULTS}/annotate/{{annotator}}/{{step}}/stats.json",
+            caption="../report/annotation-stats.rst",
+            category="Annotate",
+            labels={"annotator": "{annotator}", "step": "{step}"},
+        ),
     log:
         f"{LOGS}/merge_annotations/{{annotator}}/{{step}}.log",
     conda:

@@ -195,8 +195,18 @@ rule results_table:
         metrics=[PLAN.metrics_file(s) for s in PLAN.systems()],
         script=script("evaluate.py"),
     output:
-        table=f"{RESULTS}/metrics/results.tsv",
-        significance=f"{RESULTS}/metrics/significance.tsv",
+        table=report(
+            f"{RESULTS}/metrics/results.tsv",
+            caption="../report/results-table.rst",
+            category="Evaluate",
+            labels={"table": "results"},
+        ),
+        significance=report(
+            f"{RESULTS}/metrics/significance.tsv",
+            caption="../report/significance.rst",
+            category="Evaluate",
+            labels={"table": "significance"},
+        ),
     log:
         f"{LOGS}/results_table.log",
     conda:

@@ -98,8 +98,18 @@ rule rag_table:
         metrics=[PLAN.rag_metrics_file(s) for s in PLAN.rag_systems()],
         script=script("evaluate.py"),
     output:
-        table=f"{RESULTS}/rag/results.tsv",
-        significance=f"{RESULTS}/rag/significance.tsv",
+        table=report(
+            f"{RESULTS}/rag/results.tsv",
+            caption="../report/results-table.rst",
+            category="RAG",
+            labels={"table": "results"},
+        ),
+        significance=report(
+            f"{RESULTS}/rag/significance.tsv",
+            caption="../report/significance.rst",
+            category="RAG",
+            labels={"table": "significance"},
+        ),
     log:
         f"{LOGS}/rag_table.log",
     conda:

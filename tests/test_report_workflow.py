@@ -120,6 +120,15 @@ def test_snakemake_report_embeds_the_page_and_the_figures(tiny_work, tmp_path):
     index = content("index.html").decode("utf-8")
     assert (tiny_work / "results-tiny" / "report" / "index.html").read_text(encoding="utf-8") == index
     assert "<caption>Table 2: In-domain retrieval, RetroMAE backbone" in index
+    # categories per stage: the annotation's statistics, the evaluation's and RAG's tables, the report
+    found = re.search(r'<script id="categories">\s*var categories = (\{.*?\});\s*</script>', page, re.S)
+    categories = json.loads(found.group(1))
+    assert set(categories) == {"Annotate", "Evaluate", "RAG", "Report"}
+    stats = [f for files in categories["Annotate"].values() for f in files]
+    assert sorted(f.split("/")[-2] for f in stats) == sorted(
+        ("relsel", "pseudo_answer", "utilsel", "utilrank")
+    )
+    assert set(categories["Report"]) == {"Tables", "Figures"}
     for name in Plan.REPORT_FIGURES:
         assert content(f"figures/{name}.png").startswith(b"\x89PNG\r\n\x1a\n")
         assert b"<svg" in content(f"figures/{name}.svg")
