@@ -244,3 +244,20 @@ def test_a_damaged_training_log_is_named(made, tmp_path):
     write(folder / "train-log.jsonl", '{"step": 1, "loss": 2.0}\n{"step": 2\n')
     with pytest.raises(InputFormatError, match=r"train-log.jsonl:2"):
         build.build({**spec, "out": str(tmp_path / "out"), "trainings": {"retromae-human": str(folder)}})
+
+
+def test_a_config_without_rag_still_reports(made, tmp_path):
+    """A stage the config does not run hands the report no tables (None): its cells say so, nothing fails;
+    a curriculum's stage-1 benchmark counts as training."""
+    spec = made[0]
+    bench = tmp_path / "benchmarks"
+    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    write(bench / "train/retromae-utilsel-cl20-stage1.tsv", header + "450\t0\t1\t1\t1\t1\t0\t0\t1\t20\n")
+    counts = build.build({**spec, "out": str(tmp_path / "out"), "rag": None, "benchmarks": str(bench)})
+    assert counts["benchmarks"] == 1
+    cells = cells_of(tmp_path / "out")
+    rouge = cell(cells, "t4-msmarco-qa", "utilsel", "msmarco", "ROUGE-L", generator="llama31-8b")
+    assert rouge["ours"] is None and rouge["status"].startswith("no result")
+    assert cell(cells, "t2-retromae", "human", "msmarco", "RR@10")["ours"] == pytest.approx(37.1)
+    stages = pl.read_csv(tmp_path / "out" / "stages.tsv", separator="\t")
+    assert stages.row(0, named=True)["gpu_h"] == pytest.approx(450 * 8 / 3600, rel=1e-4)

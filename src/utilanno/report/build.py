@@ -28,8 +28,9 @@ TABLE_ORDER = ("1", "2", "3", "12", "4", "13", "5", "6", "7", "8", "16", "9", "1
 def _frames(spec: dict, named: dict[str, str]) -> pl.DataFrame:
     """All our numbers as `compare.OURS`: retrieval and RAG results, annotation statistics."""
     parts = [pl.DataFrame(schema=compare.OURS)]
-    for results, significance in (spec.get("metrics") or (), spec.get("rag") or ()):
-        parts.append(compare.our_results(results, significance, named))
+    for tables in (spec.get("metrics"), spec.get("rag")):  # [results.tsv, significance.tsv], or None: not run
+        if tables:
+            parts.append(compare.our_results(*tables, named))
     return pl.concat(parts)
 
 

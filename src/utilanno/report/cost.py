@@ -28,6 +28,7 @@ FOLDERS = {
     "tiny_world": ("data", None),
     "corpus": ("data", None),
     "pool": ("pool", None),
+    "mine_bm25": ("pool", None),
     **{step: ("annotate", "llm") for step in STEPS},
     "replug": ("train", "llm"),
     "labels": ("train", None),
@@ -56,14 +57,6 @@ LABEL_STEPS = {
 }
 
 
-def _known(config: dict) -> dict[str, set[str]]:
-    names = {"experiments": set(config.get("experiments", {}))}
-    trainings = set(names["experiments"]) | {f"{e}-stage1" for e in names["experiments"]}
-    names["train"] = trainings
-    names["llms"] = set(config.get("llms", {}))
-    return names
-
-
 def _gpus(config: dict, how: str | None, parts: tuple[str, ...]) -> int | None:
     """The job's GPUs, or None when the path names nothing the config has."""
     llms = config.get("llms", {})
@@ -80,7 +73,9 @@ def _gpus(config: dict, how: str | None, parts: tuple[str, ...]) -> int | None:
         return config["evaluation"]["gpus"] if parts[0] in config.get("experiments", {}) else None
     if how == "train":
         return (
-            config["training"]["gpus"] if parts[0].removesuffix(".tsv") in _known(config)["train"] else None
+            config["training"]["gpus"]
+            if parts[0].removesuffix(".tsv").removesuffix("-stage1") in config.get("experiments", {})
+            else None
         )
     raise ValueError(how)
 

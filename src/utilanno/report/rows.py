@@ -102,9 +102,14 @@ def stand_ins(config: dict) -> dict[str, str]:
 
 
 def annotators(config: dict) -> list[str]:
-    """Every LLM that annotates label sets: the annotation's default and the experiments' own."""
+    """Every LLM that annotates label sets: the annotation's default and the own annotator of each experiment
+    with LLM labels (as `Plan.annotators`, on a config that need not be whole)."""
     names = {config.get("annotation", {}).get("annotator")}
-    names |= {e.get("annotator") for e in config.get("experiments", {}).values()}
+    names |= {
+        e.get("annotator")
+        for e in config.get("experiments", {}).values()
+        if e["labels"] not in ("human", "replug")
+    }
     return sorted(n for n in names if n)
 
 
