@@ -2,23 +2,22 @@
 # and shard, then one merge per step. A prompt file is an input of its step: editing it reruns that step and
 # what depends on it.
 
-ANNOTATION_DATASET = config["annotation"]["dataset"]
-POOL_SHARD = f"{RESULTS}/pool/{ANNOTATION_DATASET}/shard-{{k}}.parquet"
+# Every path carries the run (config `annotation.<run>`): pools, annotator, step and shard.
 
 
 rule annotate:
     input:
-        pool=POOL_SHARD,
-        earlier=lambda wc: list(PLAN.earlier_steps(wc.annotator, wc.step, wc.k).values()),
-        prompt=lambda wc: prompt_file(wc.step),
+        pools=lambda wc: PLAN.pool_dir(wc.run),
+        earlier=lambda wc: list(PLAN.earlier_steps(wc.run, wc.annotator, wc.step, wc.k).values()),
+        prompt=lambda wc: prompt_file(wc.run, wc.step),
         model=lambda wc: PLAN.model_inputs(PLAN.llm(wc.annotator)["model"]),
         script=script("annotate.py"),
     output:
-        f"{RESULTS}/annotate/{{annotator}}/{{step}}/shard-{{k}}.jsonl",
+        f"{RESULTS}/annotate/{{run}}/{{annotator}}/{{step}}/shard-{{k}}.jsonl",
     log:
-        f"{LOGS}/{{step}}/{{annotator}}/shard-{{k}}.log",
+        f"{LOGS}/{{step}}/{{run}}/{{annotator}}/shard-{{k}}.log",
     benchmark:
-        f"{BENCH}/{{step}}/{{annotator}}/shard-{{k}}.tsv"
+        f"{BENCH}/{{step}}/{{run}}/{{annotator}}/shard-{{k}}.tsv"
     conda:
         "../envs/llm.yaml"
     container:
@@ -29,38 +28,40 @@ rule annotate:
         mem_mb=lambda wc, attempt: llm_resources(wc.annotator, "mem_mb", attempt),
         runtime=lambda wc, attempt: llm_resources(wc.annotator, "runtime", attempt),
     params:
+        pool=lambda wc: f"{PLAN.pool_dir(wc.run)}/shard-{wc.k}.parquet",
         llm=lambda wc: llm_arg(wc.annotator),
         earlier=lambda wc: cli(
-            relsel=PLAN.earlier_steps(wc.annotator, wc.step, wc.k).get("relsel"),
-            answers=PLAN.earlier_steps(wc.annotator, wc.step, wc.k).get("pseudo_answer"),
+            relsel=PLAN.earlier_steps(wc.run, wc.annotator, wc.step, wc.k).get("relsel"),
+            answers=PLAN.earlier_steps(wc.run, wc.annotator, wc.step, wc.k).get("pseudo_answer"),
         ),
-        words=config["annotation"]["passage_words"],
-        batch=config["annotation"]["batch_queries"],
+        words=lambda wc: PLAN.runs()[wc.run]["passage_words"],
+        batch=lambda wc: PLAN.runs()[wc.run]["batch_queries"],
         gpus=lambda wc: PLAN.llm(wc.annotator)["gpus"],
     shell:
-        "python {input.script:q} step {wildcards.step:q} --pool {input.pool:q} --prompt {input.prompt:q}"
+        "python {input.script:q} step {wildcards.step:q} --pool {params.pool:q} --prompt {input.prompt:q}"
         " --llm {params.llm:q} {params.earlier:q} --passage-words {params.words:q} --gpus {params.gpus:q}"
         " --threads {threads} --batch-queries {params.batch:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule merge_annotations:
     input:
-        shards=lambda wc: PLAN.annotation_shards(wc.annotator, wc.step),
-        pools=PLAN.pool_shards(),
+        shards=lambda wc: PLAN.annotation_shards(wc.run, wc.annotator, wc.step),
+        pools=lambda wc: PLAN.pool_dir(wc.run),
         benchmarks=lambda wc: [
-            f"{BENCH}/{wc.step}/{wc.annotator}/shard-{k}.tsv" for k in range(config["annotation"]["shards"])
+            f"{BENCH}/{wc.step}/{wc.run}/{wc.annotator}/shard-{k}.tsv"
+            for k in range(PLAN.runs()[wc.run]["shards"])
         ],
         script=script("annotate.py"),
     output:
-        table=f"{RESULTS}/annotate/{{annotator}}/{{step}}/merged.parquet",
+        table=f"{RESULTS}/annotate/{{run}}/{{annotator}}/{{step}}/merged.parquet",
         stats=report(
-            f"{RESULTS}/annotate/{{annotator}}/{{step}}/stats.json",
+            f"{RESULTS}/annotate/{{run}}/{{annotator}}/{{step}}/stats.json",
             caption="../report/annotation-stats.rst",
             category="Annotate",
-            labels={"annotator": "{annotator}", "step": "{step}"},
+            labels={"run": "{run}", "annotator": "{annotator}", "step": "{step}"},
         ),
     log:
-        f"{LOGS}/merge_annotations/{{annotator}}/{{step}}.log",
+        f"{LOGS}/merge_annotations/{{run}}/{{annotator}}/{{step}}.log",
     conda:
         "../envs/data.yaml"
     container:
@@ -70,9 +71,9 @@ rule merge_annotations:
         runtime=lambda wc, attempt: 60 * attempt,
     params:
         inputs=lambda wc, input: cli(
-            shard=list(input.shards), pool=list(input.pools), benchmark=list(input.benchmarks)
+            shard=list(input.shards), pool=PLAN.pool_shards(wc.run), benchmark=list(input.benchmarks)
         ),
-        topk=cli(topk=config["annotation"]["utilrank_topk"]),
+        topk=lambda wc: cli(topk=PLAN.runs()[wc.run]["utilrank_topk"]),
         gpus=lambda wc: PLAN.llm(wc.annotator)["gpus"],
     shell:
         "python {input.script:q} merge {wildcards.step:q} {params.inputs:q} --gpus {params.gpus:q} {params.topk:q}"

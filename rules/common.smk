@@ -88,6 +88,7 @@ def _judged_by(wc):
 
 
 wildcard_constraints:
+    run=alternatives(PLAN.runs()),
     annotator=r"[A-Za-z0-9][A-Za-z0-9._-]*",
     step="|".join(STEP_NEEDS),
     k=r"\d+",
@@ -101,8 +102,8 @@ def prompt_path(path):
     return str(path) if path.is_absolute() or path.exists() else str(Path(workflow.basedir) / path)
 
 
-def prompt_file(step):
-    return prompt_path(config["annotation"]["prompts"][step])
+def prompt_file(run, step):
+    return prompt_path(PLAN.runs()[run]["prompts"][step])
 
 
 def llm_arg(name):

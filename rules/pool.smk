@@ -1,6 +1,7 @@
-# Candidate pools: human positive + hard negatives per training query, seeded order, windows, shards. A dataset
-# without a pool file (`datasets.<name>.mine`) gets its candidates mined: BM25 over its queries, fused (RRF) into
-# the top `candidates` per query with no human positive (annotate.mining; the paper's App. C).
+# Candidate pools of each annotation run: human positive + hard negatives per training query, seeded order,
+# windows, shards (one folder per run: runs differ in their shard count). A run with pool_source 'mine' takes
+# its dataset's mined candidates instead (`datasets.<name>.mine`): BM25 over its queries, fused (RRF) into the
+# top `candidates` per query with no human positive (annotate.mining; the paper's App. C).
 
 
 rule mine_bm25:
@@ -60,15 +61,15 @@ rule mine:
 
 rule pool:
     input:
-        pool=lambda wc: PLAN.train_pool_file(wc.dataset),
-        corpus=lambda wc: f"{PLAN.data_dir(PLAN.corpus_owner(wc.dataset))}/corpus.parquet",
+        pool=lambda wc: PLAN.pool_input(wc.run),
+        corpus=lambda wc: f"{PLAN.data_dir(PLAN.corpus_owner(PLAN.runs()[wc.run]['dataset']))}/corpus.parquet",
         script=script("annotate.py"),
     output:
-        expand(f"{RESULTS}/pool/{{{{dataset}}}}/shard-{{k}}.parquet", k=range(config["annotation"]["shards"])),
+        directory(f"{RESULTS}/pool/{{run}}"),
     log:
-        f"{LOGS}/pool/{{dataset}}.log",
+        f"{LOGS}/pool/{{run}}.log",
     benchmark:
-        f"{BENCH}/pool/{{dataset}}.tsv"
+        f"{BENCH}/pool/{{run}}.tsv"
     conda:
         "../envs/data.yaml"
     container:
@@ -77,11 +78,11 @@ rule pool:
         mem_mb=lambda wc, attempt: 16000 * attempt,
         runtime=lambda wc, attempt: 120 * attempt,
     params:
-        outs=lambda wc, output: cli(out=list(output)),
+        outs=lambda wc: cli(out=PLAN.pool_shards(wc.run)),
         opts=lambda wc: cli(
-            **{k: config["annotation"][k] for k in ("negatives", "window", "overlap", "order")},
+            **{k: PLAN.runs()[wc.run][k] for k in ("negatives", "window", "overlap", "order")},
             seed=config["seed"],
-            mined=PLAN.mined(wc.dataset),
+            mined=PLAN.mined(wc.run),
         ),
     shell:
         "python {input.script:q} pool --input {input.pool:q} --corpus {input.corpus:q} {params.outs:q} {params.opts:q}"

@@ -3,12 +3,11 @@
 # (`<experiment>-stage1`, shared by experiments whose stage 1 is identical).
 LABEL_SETS = PLAN.label_sets()
 TRAININGS = PLAN.trainings()
-POOL_SHARDS = PLAN.pool_shards()
 
 
 rule labels:
     input:
-        pools=POOL_SHARDS,
+        pools=lambda wc: PLAN.pool_dir(LABEL_SETS[wc.labelset]["run"]),
         merged=lambda wc: [LABEL_SETS[wc.labelset]["merged"]] if LABEL_SETS[wc.labelset]["merged"] else [],
         script=script("train.py"),
     output:
@@ -28,7 +27,7 @@ rule labels:
         runtime=lambda wc, attempt: 60 * attempt,
     params:
         opts=lambda wc, input: cli(
-            pool=list(input.pools),
+            pool=LABEL_SETS[wc.labelset]["pools"],
             merged=list(input.merged),
             seed=config["seed"],
             **{
@@ -41,17 +40,17 @@ rule labels:
 
 rule replug:
     input:
-        pool=POOL_SHARD,
-        answers=PLAN.replug_answers(),
+        pools=lambda wc: PLAN.pool_dir(wc.run),
+        answers=lambda wc: PLAN.replug_answers(wc.run),
         prompt=prompt_path(config["replug"]["prompt"]),
         model=lambda wc: PLAN.model_inputs(PLAN.llm(wc.annotator)["model"]),
         script=script("annotate.py"),
     output:
-        f"{RESULTS}/annotate/{{annotator}}/replug/shard-{{k}}.jsonl",
+        f"{RESULTS}/annotate/{{run}}/{{annotator}}/replug/shard-{{k}}.jsonl",
     log:
-        f"{LOGS}/replug/{{annotator}}/shard-{{k}}.log",
+        f"{LOGS}/replug/{{run}}/{{annotator}}/shard-{{k}}.log",
     benchmark:
-        f"{BENCH}/replug/{{annotator}}/shard-{{k}}.tsv"
+        f"{BENCH}/replug/{{run}}/{{annotator}}/shard-{{k}}.tsv"
     conda:
         "../envs/llm.yaml"
     container:
@@ -62,27 +61,28 @@ rule replug:
         mem_mb=lambda wc, attempt: llm_resources(wc.annotator, "mem_mb", attempt),
         runtime=lambda wc, attempt: llm_resources(wc.annotator, "runtime", attempt),
     params:
+        pool=lambda wc: f"{PLAN.pool_dir(wc.run)}/shard-{wc.k}.parquet",
         llm=lambda wc: llm_arg(wc.annotator),
         answer=config["replug"]["answer"],
-        words=config["annotation"]["passage_words"],
-        batch=config["annotation"]["batch_queries"],
+        words=lambda wc: PLAN.runs()[wc.run]["passage_words"],
+        batch=lambda wc: PLAN.runs()[wc.run]["batch_queries"],
         gpus=lambda wc: PLAN.llm(wc.annotator)["gpus"],
     shell:
-        "python {input.script:q} replug --pool {input.pool:q} --answers {input.answers:q} --prompt {input.prompt:q}"
+        "python {input.script:q} replug --pool {params.pool:q} --answers {input.answers:q} --prompt {input.prompt:q}"
         " --llm {params.llm:q} --answer {params.answer:q} --passage-words {params.words:q} --gpus {params.gpus:q}"
         " --threads {threads} --batch-queries {params.batch:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule merge_replug:
     input:
-        shards=lambda wc: PLAN.annotation_shards(wc.annotator, "replug"),
-        pools=POOL_SHARDS,
+        shards=lambda wc: PLAN.annotation_shards(wc.run, wc.annotator, "replug"),
+        pools=lambda wc: PLAN.pool_dir(wc.run),
         script=script("annotate.py"),
     output:
-        table=f"{RESULTS}/annotate/{{annotator}}/replug/merged.parquet",
-        stats=f"{RESULTS}/annotate/{{annotator}}/replug/stats.json",
+        table=f"{RESULTS}/annotate/{{run}}/{{annotator}}/replug/merged.parquet",
+        stats=f"{RESULTS}/annotate/{{run}}/{{annotator}}/replug/stats.json",
     log:
-        f"{LOGS}/merge_replug/{{annotator}}.log",
+        f"{LOGS}/merge_replug/{{run}}/{{annotator}}.log",
     conda:
         "../envs/data.yaml"
     container:
@@ -91,7 +91,7 @@ rule merge_replug:
         mem_mb=lambda wc, attempt: 16000 * attempt,
         runtime=lambda wc, attempt: 60 * attempt,
     params:
-        inputs=lambda wc, input: cli(shard=list(input.shards), pool=list(input.pools)),
+        inputs=lambda wc, input: cli(shard=list(input.shards), pool=PLAN.pool_shards(wc.run)),
         length=config["replug"]["length"],
     shell:
         "python {input.script:q} replug-merge {params.inputs:q} --length {params.length:q}"
@@ -102,7 +102,7 @@ rule train:
     input:
         init=lambda wc: PLAN.init_inputs(TRAININGS[wc.name]["init"]),
         labels=lambda wc: TRAININGS[wc.name]["labels"],
-        pools=POOL_SHARDS,
+        pools=lambda wc: PLAN.pool_dir(TRAININGS[wc.name]["run"]),
         script=script("train.py"),
     output:
         directory(f"{RESULTS}/retrievers/{{name}}"),
@@ -123,7 +123,7 @@ rule train:
         runtime=lambda wc, attempt: config["training"]["runtime"] * attempt,
     params:
         init=lambda wc: TRAININGS[wc.name]["init"],
-        pools=lambda wc, input: cli(pool=list(input.pools)),
+        pools=lambda wc: cli(pool=TRAININGS[wc.name]["pools"]),
         settings=lambda wc: json.dumps(TRAININGS[wc.name]["settings"], sort_keys=True),
         checkpoints=lambda wc: f"{RESULTS}/train/{wc.name}/checkpoint",
         nproc=max(1, config["training"]["gpus"]),

@@ -79,9 +79,8 @@ def tiny_work(tmp_path_factory) -> Path:
     (work / "prompts").mkdir()
     for step in ("relsel", "pseudo_answer", "utilsel", "utilrank"):
         shutil.copy2(REPO / "prompts" / f"{step}.yaml", work / "prompts" / f"{step}.yaml")
-        conf.setdefault("annotation", {}).setdefault("prompts", {})[step] = (
-            f"prompts/{step}.yaml"  # work's copy
-        )
+        for run in conf["annotation"].values():  # every run reads the work's copy
+            run.setdefault("prompts", {})[step] = f"prompts/{step}.yaml"
     shutil.copy2(REPO / "prompts" / "replug.yaml", work / "prompts" / "replug.yaml")
     shutil.copy2(REPO / "prompts" / "hybrid.yaml", work / "prompts" / "hybrid.yaml")
     for name in ("rag-words", "rag-sentences"):  # rag.datasets.*.prompt are relative: the work copies win

@@ -18,7 +18,7 @@ STEPS = ("relsel", "pseudo_answer", "utilsel", "utilrank")
 
 
 def test_every_step_has_outputs_and_statistics(tiny_work):
-    ann = tiny_work / "results-tiny" / "annotate" / "tiny-qwen2"
+    ann = tiny_work / "results-tiny" / "annotate" / "msmarco" / "tiny-qwen2"
     for step in STEPS:
         shards = sorted((ann / step).glob("shard-*.jsonl"))
         assert len(shards) == 2 and not list((ann / step).glob("*.partial"))
@@ -67,7 +67,7 @@ def test_editing_a_prompt_reruns_exactly_its_step_and_dependants(tiny_copy, step
 
 def test_a_killed_shard_job_reruns_to_the_uninterrupted_output(tiny_copy):
     """SIGKILL the whole Snakemake process group once the shard has checkpointed a batch; rerun."""
-    target = "results-tiny/annotate/tiny-qwen2/relsel/shard-0.jsonl"
+    target = "results-tiny/annotate/msmarco/tiny-qwen2/relsel/shard-0.jsonl"
     uninterrupted = (tiny_copy / target).read_bytes()
     (tiny_copy / target).unlink()
     partial = tiny_copy / (target + ".partial")
@@ -94,5 +94,5 @@ def test_a_killed_shard_job_reruns_to_the_uninterrupted_output(tiny_copy):
     snakemake(target, *where, "--cores", "1", "--rerun-incomplete")
     assert (tiny_copy / target).read_bytes() == uninterrupted
     assert not partial.exists()
-    log = (tiny_copy / "results-tiny/logs/relsel/tiny-qwen2/shard-0.log").read_text()
+    log = (tiny_copy / "results-tiny/logs/relsel/msmarco/tiny-qwen2/shard-0.log").read_text()
     assert "resuming after" in log

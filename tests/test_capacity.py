@@ -126,9 +126,9 @@ def test_cli_prints_the_plan_and_json(tmp_path, monkeypatch):
 
 def test_a_config_without_datasets_overrides_the_paper_grid(tmp_path):
     over = tmp_path / "over.yaml"
-    over.write_text("evaluation: {keep_embeddings: true}\nannotation: {shards: 8}\n")
+    over.write_text("evaluation: {keep_embeddings: true}\nannotation: {msmarco: {shards: 8}}\n")
     config = capacity.load_config(over)
-    assert config["evaluation"]["keep_embeddings"] is True and config["annotation"]["shards"] == 8
+    assert config["evaluation"]["keep_embeddings"] is True and config["annotation"]["msmarco"]["shards"] == 8
     assert len(config["experiments"]) == 42  # the rest is the paper grid, as the Snakefile merges it
 
 
@@ -214,7 +214,7 @@ def test_judge_tokens_per_window_track_the_annotations_as_in_a_tiny_run(tiny_wor
     rows = {r.rule: r for r in est.rows}
     results = tiny_work / "results-tiny"
     judged = [json.loads(line) for line in (results / "hybrid/tiny-bert/judge/shard-0.jsonl").open()]
-    relsel = json.loads((results / "annotate/tiny-qwen2/relsel/stats.json").read_text())
+    relsel = json.loads((results / "annotate/msmarco/tiny-qwen2/relsel/stats.json").read_text())
     windows = sum(len(r["windows"]) for r in judged)
     measured = (sum(r["prompt_tokens"] for r in judged) / windows) / (
         relsel["prompt_tokens"] / sum(relsel["statuses"].values())

@@ -50,7 +50,8 @@ def test_paper_grid_validates_and_covers_the_paper():
     assert exps["retromae-utilsel"]["sampling"] == "pos_all" and exps["retromae-utilsel"]["loss"] == "summarg"
     assert exps["retromae-utilsel-cl20"]["curriculum"] == {"epochs": 1, "stage1_sampling": "pos_one"}
     assert {e["labels"] for e in exps.values()} >= {f"utilrank@{k}" for k in (10, 20, 30, 40, 50)}
-    assert c["annotation"]["negatives"] == 30 and c["annotation"]["window"] == 16
+    assert list(c["annotation"]) == ["msmarco"]
+    assert c["annotation"]["msmarco"]["negatives"] == 30 and c["annotation"]["msmarco"]["window"] == 16
     assert c["training"]["learning_rate"] == 3e-5 and c["training"]["epochs"] == 2
 
 
@@ -69,14 +70,21 @@ def test_defaults_are_filled():
                     "train_pool": {"source": "s", "format": "tevatron"},
                 }
             },
-            "annotation": {"annotator": "m", "dataset": "d"},
+            "annotation": {"main": {"annotator": "m", "dataset": "d"}},
             "llms": {"m": {"model": "x"}},
         }
     )
     assert c["results"] == "results" and c["seed"] == 42
     assert c["training"]["passage_max_len"] == 140
     assert c["llms"]["m"]["sampling"]["temperature"] == 0.0
-    assert c["annotation"]["prompts"]["utilsel"] == "prompts/utilsel.yaml"
+    run = c["annotation"]["main"]
+    assert run["prompts"]["utilsel"] == "prompts/utilsel.yaml"
+    assert run["pool_source"] == "train_pool" and run["steps"] == [
+        "relsel",
+        "pseudo_answer",
+        "utilsel",
+        "utilrank",
+    ]
 
 
 def _walk(schema, path="", required=()):
@@ -119,8 +127,8 @@ def mistake(mutate):
             "'training.learning_rate': expected a number, got str",
         ),
         (
-            lambda c: c["annotation"].update(order="random"),
-            "'annotation.order': expected one of ['shuffle', 'positive_first']",
+            lambda c: c["annotation"]["msmarco"].update(order="random"),
+            "'annotation.msmarco.order': expected one of ['shuffle', 'positive_first']",
         ),
         (
             lambda c: c["experiments"]["tiny-human"].pop("loss"),
@@ -130,7 +138,10 @@ def mistake(mutate):
             lambda c: c["sources"]["beir-nq"].update(md5="abc"),
             "'sources.beir-nq.md5': 'abc' is not valid; expected 32 lower-case hex",
         ),
-        (lambda c: c["annotation"].update(shards=0), "'annotation.shards': expected a value >= 1, got 0"),
+        (
+            lambda c: c["annotation"]["msmarco"].update(shards=0),
+            "'annotation.msmarco.shards': expected a value >= 1, got 0",
+        ),
         (
             lambda c: c["experiments"]["tiny-human"].update(backbone="bert"),
             "'experiments.tiny-human.backbone': 'bert' is not defined in 'backbones'",
@@ -202,7 +213,10 @@ def mistake(mutate):
         (lambda c: c["training"].update(gpus=1.5), "'training.gpus': expected an integer, got float 1.5"),
         # a float that looks like a count still fails here, not in the job's int option
         (lambda c: c["training"].update(gpus=2.0), "'training.gpus': expected an integer, got float 2.0"),
-        (lambda c: c["annotation"].update(shards=True), "'annotation.shards': expected an integer, got bool"),
+        (
+            lambda c: c["annotation"]["msmarco"].update(shards=True),
+            "'annotation.msmarco.shards': expected an integer, got bool",
+        ),
         (
             lambda c: c["evaluation"]["measures"].update(msmarco=["RR@10", "MRR@10x"]),
             "'evaluation.measures.msmarco.1': 'MRR@10x' is not an ir_measures measure",
@@ -216,8 +230,39 @@ def mistake(mutate):
             "'evaluation.measures.msmarc': 'msmarc' is not defined in 'datasets'",
         ),
         (
-            lambda c: c["annotation"].update(dataset="dl19"),
-            "'annotation.dataset': dataset 'dl19' has neither a 'train_pool' nor 'mine'",
+            lambda c: c["annotation"]["msmarco"].update(dataset="dl19"),
+            "'annotation.msmarco.pool_source': dataset 'dl19' has no 'train_pool' to take candidates from",
+        ),
+        (
+            lambda c: c["annotation"]["msmarco"].update(pool_source="mine"),
+            "'annotation.msmarco.pool_source': dataset 'msmarco' has no 'mine' to take candidates from",
+        ),
+        (
+            lambda c: c["annotation"]["msmarco"].update(steps=["relsel", "utilsel"]),
+            "'annotation.msmarco.steps': utilsel reads pseudo_answer, which must be listed",
+        ),
+        (
+            lambda c: c["annotation"]["msmarco"].update(steps=["relsel", "pseudo_answer", "utilsel"]),
+            "'experiments.tiny-utilrank.labels': 'utilrank@10' needs the utilrank step, which its"
+            " annotation run",
+        ),
+        (
+            lambda c: c["annotation"]["msmarco"].update(annotator=None),
+            "'experiments.tiny-utilsel.annotator': labels 'utilsel' need an annotator, and the run has none",
+        ),
+        (
+            lambda c: c["annotation"].update(other=dict(c["annotation"]["msmarco"])),
+            "'experiments.tiny-human.annotation': the config has several annotation runs (msmarco,"
+            " other); name one",
+        ),
+        (
+            lambda c: c["experiments"]["tiny-human"].update(annotation="msmarc"),
+            "'experiments.tiny-human.annotation': 'msmarc' is not defined in 'annotation' (did you mean"
+            " 'msmarco'?)",
+        ),
+        (
+            lambda c: c["annotation"].update({"bad/run": {}}),
+            "'annotation': 'bad/run' is not valid",
         ),
         (
             lambda c: c["evaluation"]["groups"].update(dl19=["dl20"]),
@@ -317,10 +362,6 @@ def mistake(mutate):
         ),
         (lambda c: c["report"].update(gpu_price_per_hour=-1), "'report.gpu_price_per_hour'"),
         (
-            lambda c: c["datasets"]["msmarco"].update(mine={}),
-            "'datasets.msmarco.mine': a dataset has a train_pool or is mined, not both",
-        ),
-        (
             lambda c: c["datasets"]["beir-scifact"].update(mine={"split": "dev"}),
             "'datasets.beir-scifact.mine.split': beir-scifact has no queries for split 'dev'",
         ),
@@ -333,16 +374,17 @@ def mistake(mutate):
         (
             lambda c: (
                 c["datasets"]["beir-scifact"].update(mine={"split": "test"}),
-                c["annotation"].update(dataset="beir-scifact"),
+                c["annotation"]["msmarco"].update(dataset="beir-scifact", pool_source="mine"),
             ),
-            "'experiments.tiny-human.labels': the annotated dataset 'beir-scifact' is mined and has no human",
+            "'experiments.tiny-human.labels': its annotation run 'msmarco' annotates mined candidates,"
+            " which have no human labels",
         ),
         (
             lambda c: (
                 c["datasets"]["beir-scifact"].update(mine={"split": "test"}),
-                c["annotation"].update(dataset="beir-scifact"),
+                c["annotation"]["msmarco"].update(dataset="beir-scifact", pool_source="mine"),
             ),
-            "'experiments.tiny-utilsel-cl50.human_fraction': the annotated dataset 'beir-scifact' is mined",
+            "'experiments.tiny-utilsel-cl50.human_fraction': its annotation run 'msmarco' annotates mined",
         ),
     ],
 )
@@ -353,10 +395,15 @@ def test_mistakes_name_the_key_and_what_was_expected(mutate, expected):
 def test_all_problems_are_reported_at_once():
     def two(c):
         c["training"]["epochs"] = "two"
-        c["annotation"]["window"] = 1
+        c["annotation"]["msmarco"]["window"] = 1
 
     msg = mistake(two)
-    assert "2 problem(s)" in msg and "training.epochs" in msg and "annotation.window" in msg
+    assert "2 problem(s)" in msg and "training.epochs" in msg and "annotation.msmarco.window" in msg
+
+
+def test_the_single_annotation_block_of_old_configs_gets_a_migration_hint():
+    msg = mistake(lambda c: c.update(annotation={"dataset": "msmarco", "annotator": "tiny-qwen2"}))
+    assert "config key 'annotation': holds named annotation runs now" in msg and "msmarco: {dataset:" in msg
 
 
 def test_load_rejects_non_mapping_and_bad_yaml(tmp_path):

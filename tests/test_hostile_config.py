@@ -30,7 +30,7 @@ def test_hostile_strings_reach_the_jobs_literally(tmp_path):
     prompts = tmp_path / f"prompts {HOSTILE}"
     prompts.mkdir()
     shutil.copy2(REPO / "prompts" / "relsel.yaml", prompts / "relsel.yaml")
-    conf["annotation"]["prompts"] = {"relsel": str(prompts / "relsel.yaml")}
+    conf["annotation"]["msmarco"]["prompts"] = {"relsel": str(prompts / "relsel.yaml")}
     qrels = tmp_path / f"raw {HOSTILE}" / "qrels.train.tsv"  # a local `path:` source, filled below
     conf["sources"]["msmarco-qrels-train"] = {"path": str(qrels)}
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(conf, sort_keys=False))
@@ -41,14 +41,15 @@ def test_hostile_strings_reach_the_jobs_literally(tmp_path):
     qrels.parent.mkdir()
     shutil.copy2(results / "tinyworld/msmarco/qrels.train.tsv", qrels)
     targets = [
-        f"{conf['results']}/annotate/tiny-qwen2/relsel/shard-0.jsonl",  # pool, model, LLM JSON, prompt
+        # pool, model, LLM JSON, prompt
+        f"{conf['results']}/annotate/msmarco/tiny-qwen2/relsel/shard-0.jsonl",
         f"{conf['results']}/data/msmarco/qrels-train.trec",  # download from the hostile `path:`
     ]
     snakemake(*targets, *where)
 
     for target in targets:
         assert (tmp_path / target).stat().st_size > 0, target
-    assert "relsel" in (results / "logs/relsel/tiny-qwen2/shard-0.log").read_text()
+    assert "relsel" in (results / "logs/relsel/msmarco/tiny-qwen2/shard-0.log").read_text()
     found = [p for p in tmp_path.rglob("CANARY*")] + [p for p in REPO.glob("CANARY*")]
     assert not found, f"a config value ran as shell code: {found}"
 

@@ -1,6 +1,6 @@
-"""Candidate mining in the workflow (issue 16, first part): a dataset with `mine:` instead of a pool file gets
-BM25 candidates over its queries, fused into pools with no human positive, which the pool stage shards for
-annotation; a config that annotates a mined dataset plans mining -> pools -> LLM steps -> training."""
+"""Candidate mining in the workflow (issue 16): an annotation run with pool_source 'mine' gets BM25 candidates
+over its dataset's queries (`datasets.<name>.mine`), fused into pools with no human positive, which the pool
+stage shards for annotation; a config with a mined run plans mining -> pools -> LLM steps -> training."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ def test_an_own_corpus_config_plans_mining_annotation_and_training(tmp_path, mon
     capacity planner counts the same jobs."""
     conf = yaml.safe_load(TINY.read_text())
     conf["datasets"]["beir-scifact"]["mine"] = MINE
-    conf["annotation"]["dataset"] = "beir-scifact"
+    own = {**conf["annotation"]["msmarco"], "dataset": "beir-scifact", "pool_source": "mine"}
+    conf["annotation"] = {"own": own}
     conf["experiments"] = {
         k: v for k, v in conf["experiments"].items() if k in ("tiny-utilsel", "tiny-utilrank")
     }
@@ -45,7 +46,8 @@ def test_an_own_corpus_config_plans_mining_annotation_and_training(tmp_path, mon
         "input: results-tiny/mine/beir-scifact/train-pool.parquet, results-tiny/data/beir-scifact/corpus"
         in (proc.stdout)
     )
-    shards = conf["annotation"]["shards"]
+    assert "output: results-tiny/pool/own\n" in proc.stdout
+    shards = own["shards"]
     assert {by_step[f"annotate:{s}"] for s in ("relsel", "pseudo_answer", "utilsel", "utilrank")} == {shards}
     assert counts["train"] == 2 and counts["labels"] == 2
     assert "wildcards: dataset=beir-scifact" in proc.stdout
@@ -59,9 +61,17 @@ def test_mined_pools_feed_the_pool_stage(tiny_copy):
     already built), every query kept, no id twice, `candidates` ids where BM25 found enough."""
     conf = yaml.safe_load((tiny_copy / "tiny.yaml").read_text())
     conf["datasets"]["beir-scifact"]["mine"] = MINE
+    conf["annotation"]["scifact"] = {
+        "dataset": "beir-scifact",
+        "pool_source": "mine",
+        "annotator": None,
+        "shards": 2,
+    }
+    for exp in conf["experiments"].values():  # two runs now: each experiment names its own
+        exp["annotation"] = "msmarco"
     (tiny_copy / "tiny.yaml").write_text(yaml.safe_dump(conf, sort_keys=False))
     where = ["--configfile", str(tiny_copy / "tiny.yaml"), "--directory", str(tiny_copy), "--cores", "1"]
-    target = "results-tiny/pool/beir-scifact/shard-0.parquet"
+    target = "results-tiny/pool/scifact"
     dry = snakemake("-n", target, *where)
     assert job_counts(dry.stdout) == {"mine_bm25": 1, "mine": 1, "pool": 1}
     snakemake(target, *where)
@@ -79,7 +89,7 @@ def test_mined_pools_feed_the_pool_stage(tiny_copy):
         (sizes < MINE["candidates"]).sum()
     )
     assert 0 <= stats["pool_recall"] <= 1 and stats["qrels_positives"] > 0  # qrels: reported, never used
-    shards = [pl.read_parquet(results / "pool" / "beir-scifact" / f"shard-{k}.parquet") for k in range(2)]
+    shards = [pl.read_parquet(results / "pool" / "scifact" / f"shard-{k}.parquet") for k in range(2)]
     pools = pl.concat(shards)
     assert sorted(pools["qid"]) == sorted(mined.filter(sizes > 0)["qid"])
     assert pools["positive"].null_count() == pools.height

@@ -148,7 +148,7 @@ def test_the_mapping_follows_settings_not_names(cfg, numbers):
 def test_table_1_rows_are_the_configured_annotators(cfg, numbers):
     rows = {c.row for c in numbers.cells if c.table == "1"}
     assert rows == {"llama31-8b", "qwen25-32b-int8"} and rows <= set(cfg["llms"])
-    assert cfg["annotation"]["annotator"] == "qwen25-32b-int8"
+    assert cfg["annotation"]["msmarco"]["annotator"] == "qwen25-32b-int8"
     assert any(e.get("annotator") == "llama31-8b" for e in cfg["experiments"].values())
 
 

@@ -67,10 +67,20 @@ def made(tmp_path_factory):
         ),
     ]
     stats = {
-        "qwen25-32b-int8/relsel": {"queries": 100, "precision": 0.15, "recall": 0.93, "avg_positives": 6.1},
-        "qwen25-32b-int8/pseudo_answer": {"queries": 100},
-        "qwen25-32b-int8/utilsel": {"queries": 100, "precision": 0.3, "recall": 0.8, "avg_positives": 2.5},
-        "qwen25-32b-int8/utilrank": {
+        "msmarco/qwen25-32b-int8/relsel": {
+            "queries": 100,
+            "precision": 0.15,
+            "recall": 0.93,
+            "avg_positives": 6.1,
+        },
+        "msmarco/qwen25-32b-int8/pseudo_answer": {"queries": 100},
+        "msmarco/qwen25-32b-int8/utilsel": {
+            "queries": 100,
+            "precision": 0.3,
+            "recall": 0.8,
+            "avg_positives": 2.5,
+        },
+        "msmarco/qwen25-32b-int8/utilrank": {
             "queries": 100,
             "topk": {"10": {"precision": 0.7, "recall": 0.72, "avg_positives": 1.0}},
         },
@@ -87,7 +97,8 @@ def made(tmp_path_factory):
     header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
     for step, seconds in (("relsel", 1800), ("pseudo_answer", 900), ("utilsel", 900), ("utilrank", 450)):
         write(
-            bench / f"{step}/qwen25-32b-int8/shard-0.tsv", header + f"{seconds}\t0\t1\t1\t1\t1\t0\t0\t1\t10\n"
+            bench / f"{step}/msmarco/qwen25-32b-int8/shard-0.tsv",
+            header + f"{seconds}\t0\t1\t1\t1\t1\t0\t0\t1\t10\n",
         )
     write(bench / "train/retromae-human.tsv", header + "360\t0\t1\t1\t1\t1\t0\t0\t1\t20\n")
     write(bench / "train/a-removed-experiment.tsv", header + "99999\t0\t1\t1\t1\t1\t0\t0\t1\t20\n")

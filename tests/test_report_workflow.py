@@ -73,7 +73,9 @@ def test_cells_are_filled_through_the_stand_ins(tiny):
         "no result: tiny-human has no R@1000 on msmarco"
     )
     # Table 1 (tiny-qwen2 for Qwen-2.5-32B-Int8): the annotation's own statistics, in %
-    stats = json.loads((results / "annotate" / "tiny-qwen2" / "relsel" / "stats.json").read_text())
+    stats = json.loads(
+        (results / "annotate" / "msmarco" / "tiny-qwen2" / "relsel" / "stats.json").read_text()
+    )
     c = one(cells, "t1-annotation", "qwen25-32b-int8", "msmarco", "relsel/precision")
     assert c["ours"] == pytest.approx(stats["precision"] * 100)
     # RAG: the tiny generator fills the Qwen columns; Llama's say why not; Table 13's top 5 is our top 3

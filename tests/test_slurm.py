@@ -31,7 +31,7 @@ STEPS = ("relsel", "pseudo_answer", "utilsel", "utilrank")
 # minutes (each SLURM job costs ~10 s of Snakemake start-up and scheduling here).
 TARGETS = [
     "annotate_only",
-    "results-tiny/annotate/tiny-qwen2/replug/merged.parquet",
+    "results-tiny/annotate/msmarco/tiny-qwen2/replug/merged.parquet",
     "results-tiny/retrievers/tiny-utilsel-cl50",
 ]
 RERUN = ["annotate_only"]  # the cancel test compares annotation outputs only
@@ -101,10 +101,10 @@ def test_tiny_workflow_runs_through_slurm_with_gpu_jobs_on_the_gpu_partition(clu
     # the same results as the local run of the same config
     for sub in (
         "data/msmarco/corpus.parquet",
-        "annotate/tiny-qwen2/utilsel/shard-0.jsonl",
-        "annotate/tiny-qwen2/utilrank/merged.parquet",
-        "annotate/tiny-qwen2/replug/merged.parquet",
-        "labels/tiny-qwen2/utilsel.parquet",
+        "annotate/msmarco/tiny-qwen2/utilsel/shard-0.jsonl",
+        "annotate/msmarco/tiny-qwen2/utilrank/merged.parquet",
+        "annotate/msmarco/tiny-qwen2/replug/merged.parquet",
+        "labels/msmarco/tiny-qwen2/utilsel.parquet",
         "retrievers/tiny-utilsel-cl50/model.safetensors",
     ):
         assert same(slurm_run / "results-tiny" / sub, tiny_work / "results-tiny" / sub), sub
@@ -113,7 +113,7 @@ def test_tiny_workflow_runs_through_slurm_with_gpu_jobs_on_the_gpu_partition(clu
 def test_a_cancelled_job_reruns_to_the_undisturbed_outputs(cluster, slurm_run, tmp_path):
     work = tmp_path / "work"
     shutil.copytree(slurm_run, work, symlinks=True, ignore=shutil.ignore_patterns(".snakemake"))
-    shard = work / "results-tiny/annotate/tiny-qwen2/relsel/shard-0.jsonl"
+    shard = work / "results-tiny/annotate/msmarco/tiny-qwen2/relsel/shard-0.jsonl"
     for lost in (shard, shard.with_name("merged.parquet"), shard.with_name("stats.json")):
         lost.unlink()  # so relsel shard 0, its merge and the later steps of shard 0 run again
     partial = shard.with_name(shard.name + ".partial")
@@ -152,4 +152,4 @@ def test_a_cancelled_job_reruns_to_the_undisturbed_outputs(cluster, slurm_run, t
         if path.is_file() and path.suffix in (".jsonl", ".parquet"):
             rel = path.relative_to(slurm_run)
             assert same(path, work / rel), f"{rel} differs after the rerun"
-    assert "resuming after" in (work / "results-tiny/logs/relsel/tiny-qwen2/shard-0.log").read_text()
+    assert "resuming after" in (work / "results-tiny/logs/relsel/msmarco/tiny-qwen2/shard-0.log").read_text()

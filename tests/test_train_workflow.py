@@ -31,12 +31,12 @@ def test_every_tiny_experiment_trains_a_model_transformers_loads(tiny_work):
     stage2 = json.loads((results / "retrievers/tiny-utilsel-cl50/training.json").read_text())
     assert stage2["init_model"].endswith("retrievers/tiny-utilsel-cl50-stage1")
     assert stage2["settings"]["loss"] == "singlelh" and stage2["counts"]["queries_used"] == 32
-    human = pl.read_parquet(results / "labels/human.parquet")
+    human = pl.read_parquet(results / "labels/msmarco/human.parquet")
     assert human.group_by("qid").agg(pl.col("label").sum())["label"].to_list() == [1] * 64
     assert human.height == 64 * 31
-    half = pl.read_parquet(results / "labels/human-50pct.parquet")
+    half = pl.read_parquet(results / "labels/msmarco/human-50pct.parquet")
     assert half["qid"].n_unique() == 32 and set(half["qid"]) < set(human["qid"])
-    replug = pl.read_parquet(results / "annotate/tiny-qwen2/replug/merged.parquet")
+    replug = pl.read_parquet(results / "annotate/msmarco/tiny-qwen2/replug/merged.parquet")
     assert replug.height == 55 * 31 and replug["utility"].max() < 0  # log-likelihoods of the gold answers
 
 

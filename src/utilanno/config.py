@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator, validators
 
+from utilanno.config_annotation import mining_problems, run_name, run_problems
 from utilanno.config_evaluation import (
     eval_answers,
     group_cycles,
@@ -133,6 +134,13 @@ def _message(err) -> str:
 def validate(config: dict, schema: dict | None = None) -> dict:
     """Validate `config` in place (filling defaults) and cross-check references; raise ConfigError."""
     schema = schema if schema is not None else load_schema()
+    old = config.get("annotation") if isinstance(config, dict) else None
+    if isinstance(old, dict) and any(not isinstance(v, dict) for v in old.values()):
+        raise ConfigError(
+            "invalid configuration (1 problem(s)):\n  - config key 'annotation': holds named annotation runs"
+            " now; write the settings under a run name, e.g. 'annotation: {msmarco: {dataset: msmarco,"
+            " annotator: ...}}'"
+        )
     errors = sorted(
         _Filling(schema).iter_errors(config), key=lambda e: (list(map(str, e.absolute_path)), e.validator)
     )
@@ -260,15 +268,8 @@ def _cross_check(config: dict) -> list[str]:
                 f"config key 'evaluation.measures.{dname}': {top_k[0]} (top-k answer accuracy) needs gold"
                 f" answers for the split {dname} is evaluated on (datasets.{dname}.answers)"
             )
-    ann = config["annotation"]
-    ref("annotation.annotator", ann["annotator"], config["llms"], "llms")
-    ref("annotation.dataset", ann["dataset"], datasets, "datasets")
-    if ann["dataset"] in datasets and not {"train_pool", "mine"} & set(datasets[ann["dataset"]]):
-        out.append(
-            f"config key 'annotation.dataset': dataset {ann['dataset']!r} has neither a 'train_pool' nor"
-            " 'mine' (candidate mining) to annotate"
-        )
-    out += _mining_problems(config, datasets)
+    out += run_problems(config, datasets, ref)
+    out += mining_problems(config, datasets)
     for ename, exp in config["experiments"].items():
         # output folders that an experiment of this name would share with another system or stage
         if ename in RESERVED_EXPERIMENT_NAMES or ename.endswith("-stage1"):
@@ -301,16 +302,23 @@ def _cross_check(config: dict) -> list[str]:
             out.append(
                 f"config key 'experiments.{ename}.human_fraction': 'union' labels need a fraction above 0"
             )
-    if any(e["labels"] == "replug" for e in config["experiments"].values()):
-        rp = config["replug"]
-        if "scorer" in rp:
-            ref("replug.scorer", rp["scorer"], config["llms"], "llms")
+    rp = config["replug"]
+    replug = [e for e in config["experiments"].values() if e["labels"] == "replug"]
+    if replug and "scorer" in rp:
+        ref("replug.scorer", rp["scorer"], config["llms"], "llms")
+    for run in sorted({r for r in (run_name(config, e) for e in replug) if r in config["annotation"]}):
+        ann = config["annotation"][run]
         answers = datasets.get(ann["dataset"], {}).get("answers", {})
         if rp["answers"] not in answers:
             out.append(
                 f"config key 'replug.answers': dataset {ann['dataset']!r} has no answers for split"
                 f" {rp['answers']!r} (has {sorted(answers)}); REPLUG labels need the training queries'"
                 " answers"
+            )
+        if not ("scorer" in rp or ann["annotator"]):
+            out.append(
+                "config key 'replug.scorer': the REPLUG experiments' annotation run has no annotator;"
+                " name the scoring LLM here"
             )
     for i, gen in enumerate(config["rag"]["generators"]):
         ref(f"rag.generators.{i}", gen, config["llms"], "llms")
@@ -345,40 +353,6 @@ def _cross_check(config: dict) -> list[str]:
             )
     for i, exp in enumerate(config["rag"]["experiments"]):
         ref(f"rag.experiments.{i}", exp, config["experiments"], "experiments")
-    return out
-
-
-# what an experiment needs of the human labels, which a mined dataset does not have
-_HUMAN_NEEDS = {
-    "labels": lambda e: e["labels"] in ("human", "union"),
-    "human_fraction": lambda e: e.get("human_fraction", 0) > 0,
-    "curriculum": lambda e: bool(e.get("curriculum")),
-    "human_positive": lambda e: e.get("human_positive", "random") != "random",
-}
-
-
-def _mining_problems(config: dict, datasets: dict) -> list[str]:
-    """A mined dataset: one pool source, a split with queries, and no experiment that needs human labels."""
-    out = []
-    for name, ds in datasets.items():
-        if "mine" not in ds:
-            continue
-        key = f"datasets.{name}.mine"
-        if "train_pool" in ds:
-            out.append(f"config key '{key}': a dataset has a train_pool or is mined, not both")
-        if ds["mine"]["split"] not in expand_beir(ds).get("queries", {}):
-            out.append(f"config key '{key}.split': {name} has no queries for split {ds['mine']['split']!r}")
-        if ds["mine"]["depth"] < ds["mine"]["candidates"]:
-            out.append(f"config key '{key}.depth': must be at least candidates ({ds['mine']['candidates']})")
-    if "mine" not in datasets.get(config["annotation"]["dataset"], {}):
-        return out
-    for ename, exp in config["experiments"].items():
-        for what, needs in _HUMAN_NEEDS.items():
-            if needs(exp):
-                out.append(
-                    f"config key 'experiments.{ename}.{what}': the annotated dataset"
-                    f" {config['annotation']['dataset']!r} is mined and has no human labels"
-                )
     return out
 
 

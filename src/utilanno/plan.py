@@ -65,18 +65,9 @@ class Plan(EvaluationPlan):
             seen.append(dataset)
         return dataset
 
-    # -- candidate mining (a dataset without a pool file; annotate.mining) ------------------------------
-    def mined(self, dataset: str) -> bool:
-        return "mine" in self.datasets[dataset]
-
+    # -- candidate mining (datasets.<name>.mine; annotate.mining) -----------------------------------------
     def mine_dir(self, dataset: str) -> str:
         return f"{self.results}/mine/{dataset}"
-
-    def train_pool_file(self, dataset: str) -> str:
-        """The pool file the pool stage reads: converted from the dataset's train_pool, or mined."""
-        if self.mined(dataset):
-            return f"{self.mine_dir(dataset)}/train-pool.parquet"
-        return f"{self.data_dir(dataset)}/train-pool.parquet"
 
     def mine_qrels(self, dataset: str) -> list[str]:
         """The mined split's qrels, when the dataset has them: only to report the pools' recall."""
@@ -126,55 +117,101 @@ class Plan(EvaluationPlan):
         model = self.resolve(model)
         return [model] if model.startswith(f"{self.results}/models/") else []
 
-    # -- annotation -------------------------------------------------------------------------------------
+    # -- annotation runs -------------------------------------------------------------------------------
     LLM_LABELS = ("relsel", "utilsel", "union")
 
-    def annotators(self) -> list[str]:
-        """The main annotator and every annotator an experiment takes LLM labels from."""
-        main = self.config["annotation"]["annotator"]
-        names = {main}
-        for exp in self.config["experiments"].values():
-            if exp["labels"].startswith(self.LLM_LABELS + ("utilrank",)):
-                names.add(exp.get("annotator", main))
+    def runs(self) -> dict[str, dict]:
+        """Annotation runs by name (config `annotation`): dataset, pool source, annotator, steps, shards."""
+        return self.config["annotation"]
+
+    def run_of(self, exp: dict) -> str:
+        """The annotation run an experiment trains on: its own `annotation`, or the config's only run."""
+        if exp.get("annotation"):
+            return exp["annotation"]
+        if len(self.runs()) != 1:
+            raise ValueError(f"several annotation runs ({sorted(self.runs())}): the experiment must name one")
+        return next(iter(self.runs()))
+
+    def run_experiments(self, run: str) -> dict[str, dict]:
+        return {n: e for n, e in self.config["experiments"].items() if self.run_of(e) == run}
+
+    def mined(self, run: str) -> bool:
+        return self.runs()[run]["pool_source"] == "mine"
+
+    def pool_input(self, run: str) -> str:
+        """The pool file a run's pool stage reads: its dataset's converted train_pool, or the mined one."""
+        ds = self.runs()[run]["dataset"]
+        if self.mined(run):
+            return f"{self.mine_dir(ds)}/train-pool.parquet"
+        return f"{self.data_dir(ds)}/train-pool.parquet"
+
+    @staticmethod
+    def takes_llm_labels(exp: dict) -> bool:
+        return exp["labels"].startswith(Plan.LLM_LABELS + ("utilrank",))
+
+    def annotators(self, run: str | None = None) -> list[str]:
+        """The LLMs that annotate a run (every run when None): its own annotator and every annotator an
+        experiment of the run takes LLM labels from."""
+        if run is None:
+            return sorted({a for r in self.runs() for a in self.annotators(r)})
+        main = self.runs()[run]["annotator"]
+        names = {main} if main else set()
+        for exp in self.run_experiments(run).values():
+            if self.takes_llm_labels(exp):
+                names.add(exp.get("annotator") or main)
         return sorted(names)
 
-    def pool_shards(self) -> list[str]:
-        ds = self.config["annotation"]["dataset"]
-        return [
-            f"{self.results}/pool/{ds}/shard-{k}.parquet" for k in range(self.config["annotation"]["shards"])
-        ]
+    def annotations(self) -> list[tuple[str, str]]:
+        """Every (run, annotator) pair that annotates, in name order."""
+        return [(r, a) for r in sorted(self.runs()) for a in self.annotators(r)]
 
-    def annotation_dir(self, annotator: str, step: str) -> str:
-        return f"{self.results}/annotate/{annotator}/{step}"
+    def run_annotator(self, exp: dict) -> str:
+        return exp.get("annotator") or self.runs()[self.run_of(exp)]["annotator"]
 
-    def annotation_shards(self, annotator: str, step: str) -> list[str]:
-        d = self.annotation_dir(annotator, step)
-        return [f"{d}/shard-{k}.jsonl" for k in range(self.config["annotation"]["shards"])]
+    def pool_dir(self, run: str) -> str:
+        return f"{self.results}/pool/{run}"
 
-    def earlier_steps(self, annotator: str, step: str, k: int | str) -> dict[str, str]:
+    def pool_shards(self, run: str) -> list[str]:
+        return [f"{self.pool_dir(run)}/shard-{k}.parquet" for k in range(self.runs()[run]["shards"])]
+
+    def annotation_dir(self, run: str, annotator: str, step: str) -> str:
+        return f"{self.results}/annotate/{run}/{annotator}/{step}"
+
+    def annotation_shards(self, run: str, annotator: str, step: str) -> list[str]:
+        d = self.annotation_dir(run, annotator, step)
+        return [f"{d}/shard-{k}.jsonl" for k in range(self.runs()[run]["shards"])]
+
+    def earlier_steps(self, run: str, annotator: str, step: str, k: int | str) -> dict[str, str]:
         """What an annotation step reads besides its pool shard: the earlier steps' outputs of its shard."""
-        return {s: f"{self.annotation_dir(annotator, s)}/shard-{k}.jsonl" for s in STEP_NEEDS[step]}
+        return {s: f"{self.annotation_dir(run, annotator, s)}/shard-{k}.jsonl" for s in STEP_NEEDS[step]}
+
+    def annotation_steps(self) -> list[tuple[str, str, str]]:
+        """Every (run, annotator, step) the workflow annotates, in the order of STEPS within a pair."""
+        return [(r, a, s) for r, a in self.annotations() for s in STEPS if s in self.runs()[r]["steps"]]
 
     def annotation_targets(self) -> list[str]:
         return [
-            f"{self.annotation_dir(a, s)}/{f}"
-            for a in self.annotators()
-            for s in STEPS
+            f"{self.annotation_dir(r, a, s)}/{f}"
+            for r, a, s in self.annotation_steps()
             for f in ("merged.parquet", "stats.json")
         ]
 
     # -- REPLUG -----------------------------------------------------------------------------------------
-    def replug_scorer(self) -> str | None:
-        """The LLM that scores REPLUG utilities, when an experiment uses them."""
-        if not any(e["labels"] == "replug" for e in self.config["experiments"].values()):
-            return None
-        return self.config["replug"].get("scorer", self.config["annotation"]["annotator"])
+    def replug_runs(self) -> list[str]:
+        """The runs an experiment with REPLUG labels trains on."""
+        return sorted(
+            {self.run_of(e) for e in self.config["experiments"].values() if e["labels"] == "replug"}
+        )
 
-    def replug_table(self) -> str:
-        return f"{self.annotation_dir(self.replug_scorer(), 'replug')}/merged.parquet"
+    def replug_scorer(self, run: str) -> str:
+        """The LLM that scores a run's REPLUG utilities."""
+        return self.config["replug"].get("scorer") or self.runs()[run]["annotator"]
 
-    def replug_answers(self) -> str:
-        ds = self.config["annotation"]["dataset"]
+    def replug_table(self, run: str) -> str:
+        return f"{self.annotation_dir(run, self.replug_scorer(run), 'replug')}/merged.parquet"
+
+    def replug_answers(self, run: str) -> str:
+        ds = self.runs()[run]["dataset"]
         return f"{self.data_dir(ds)}/answers-{self.config['replug']['answers']}.parquet"
 
     # -- label sets and training ------------------------------------------------------------------------
@@ -183,30 +220,41 @@ class Plan(EvaluationPlan):
         return f"{fraction * 100:g}pct"
 
     def _label_set(self, exp: dict, stage: int) -> tuple[str, dict]:
-        """(name, spec) of the label set one stage of an experiment trains on. Names say what a set holds:
-        human, human-20pct, <annotator>/utilsel, <annotator>/utilrank@10-exclusion, <annotator>/union-20pct.
-        """
+        """(name, spec) of the label set one stage of an experiment trains on. Names start with the run and
+        say what a set holds: <run>/human, <run>/human-20pct, <run>/<annotator>/utilsel,
+        <run>/<annotator>/utilrank@10-exclusion, <run>/<annotator>/union-20pct."""
+        run = self.run_of(exp)
+        pools = self.pool_shards(run)
         if stage == 2 or exp["labels"] == "human":
             frac = exp["human_fraction"] if stage == 2 else 1.0
-            name = "human" if frac >= 1.0 else f"human-{self._pct(frac)}"
+            name = f"{run}/human" if frac >= 1.0 else f"{run}/human-{self._pct(frac)}"
             return name, {
                 "kind": "human",
+                "run": run,
+                "pools": pools,
                 "subset": frac,
                 "merged": None,
                 "human_positive": "random",
                 "human_fraction": 0.0,
             }
-        annotator = exp.get("annotator", self.config["annotation"]["annotator"])
+        annotator = self.run_annotator(exp)
         kind = exp["labels"]
-        name = f"{annotator}/{kind}"
-        spec = {"kind": kind, "subset": 1.0, "human_positive": exp["human_positive"], "human_fraction": 0.0}
+        name = f"{run}/{annotator}/{kind}"
+        spec = {
+            "kind": kind,
+            "run": run,
+            "pools": pools,
+            "subset": 1.0,
+            "human_positive": exp["human_positive"],
+            "human_fraction": 0.0,
+        }
         if kind == "union":
             name += f"-{self._pct(exp['human_fraction'])}"
             spec["human_fraction"] = exp["human_fraction"]
         if exp["human_positive"] != "random":
             name += f"-{exp['human_positive']}"
         step = "utilsel" if kind == "union" else kind.split("@")[0]
-        spec["merged"] = f"{self.annotation_dir(annotator, step)}/merged.parquet"
+        spec["merged"] = f"{self.annotation_dir(run, annotator, step)}/merged.parquet"
         return name, spec
 
     def label_sets(self) -> dict[str, dict]:
@@ -267,17 +315,21 @@ class Plan(EvaluationPlan):
         experiments whose stage 1 is identical and named after the first of them in name order
         (`<experiment>-stage1`; name order, so that a reordered config names it the same).
 
-        A job: init (backbone model or a stage-1 retriever folder), labels (file), settings (train.Settings).
+        A job: init (backbone model or a stage-1 retriever folder), labels (file), run and pools (its pool
+        shards, where negatives are sampled), settings (train.Settings).
         """
         jobs: dict[str, dict] = {}
         stage1: dict[str, str] = {}  # identity of a stage 1 -> its job name
         for name, exp in sorted(self.config["experiments"].items()):
             backbone = self.resolve(self.config["backbones"][exp["backbone"]]["model"])
+            run = self.run_of(exp)
             first = {
                 "init": backbone,
-                "labels": self.replug_table()
+                "labels": self.replug_table(run)
                 if exp["labels"] == "replug"
                 else self.labels_file(self._label_set(exp, 1)[0]),
+                "run": run,
+                "pools": self.pool_shards(run),
                 "settings": self._settings(exp, 1),
             }
             if not exp.get("curriculum"):
@@ -290,6 +342,8 @@ class Plan(EvaluationPlan):
             jobs[name] = {
                 "init": self.retriever_dir(stage1[key]),
                 "labels": self.labels_file(self._label_set(exp, 2)[0]),
+                "run": run,
+                "pools": self.pool_shards(run),
                 "settings": self._settings(exp, 2),
             }
         return jobs
@@ -312,7 +366,8 @@ class Plan(EvaluationPlan):
         """What the report reads, by kind: the results tables, each annotation step's statistics, each
         training job's folder and each label set (the same names the report's spec gives them)."""
         steps = {
-            f"{a}/{s}": f"{self.annotation_dir(a, s)}/stats.json" for a in self.annotators() for s in STEPS
+            f"{r}/{a}/{s}": f"{self.annotation_dir(r, a, s)}/stats.json"
+            for r, a, s in self.annotation_steps()
         }
         metrics = self.evaluation_targets()
         rag = self.rag_targets()

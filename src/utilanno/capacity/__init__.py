@@ -128,28 +128,32 @@ class _Planner(EvalCosts):
     """Every rule's costs (the parent classes), the paper check, and the estimate."""
 
     def calibrate(self) -> list[dict]:
-        """The paper's GPU-hours beside this plan's for the same steps of the main annotator (the REPLUG
+        """The paper's GPU-hours beside this plan's for the same steps of each run's annotator (the REPLUG
         scorer for `replug`), compute only: the paper ran one engine for all queries, without our per-shard
-        start-up."""
+        start-up. Runs on a pool file only: the paper's figures are for its MS MARCO pools."""
         out = []
-        main = self.ann["annotator"]
-        for item in self.rates["calibration"]:
-            steps = item.get("steps", [])
-            llm = self.plan.replug_scorer() if steps == ["replug"] else main
-            keys = [(f"annotate:{s}" if s in STEPS else s, llm) for s in steps]
-            if not steps or not all(k in self.llm_hours for k in keys):
+        for run in sorted(self.plan.runs()):
+            if self.plan.mined(run):
                 continue
-            ours = sum(self.llm_hours[k] for k in keys)
-            paper = item.get("gpu_hours")
-            out.append(
-                {
-                    "name": item.get("name", ", ".join(steps)),
-                    "llm": llm,
-                    "paper_gpu_hours": paper,
-                    "plan_gpu_hours_without_startup": round(ours, 1),
-                    "ratio": round(ours / paper, 2) if paper else None,
-                }
-            )
+            for item in self.rates["calibration"]:
+                steps = item.get("steps", [])
+                replug = steps == ["replug"]
+                llm = self.plan.replug_scorer(run) if replug else self.plan.runs()[run]["annotator"]
+                keys = [(f"annotate:{s}" if s in STEPS else s, llm, run) for s in steps]
+                if not steps or not all(k in self.llm_hours for k in keys):
+                    continue
+                ours = sum(self.llm_hours[k] for k in keys)
+                paper = item.get("gpu_hours")
+                out.append(
+                    {
+                        "name": item.get("name", ", ".join(steps)),
+                        "run": run,
+                        "llm": llm,
+                        "paper_gpu_hours": paper,
+                        "plan_gpu_hours_without_startup": round(ours, 1),
+                        "ratio": round(ours / paper, 2) if paper else None,
+                    }
+                )
         return out
 
     def run(self, concurrency: int) -> Estimate:
@@ -324,8 +328,8 @@ def format_report(est: Estimate) -> str:
         if c["ratio"] is None:
             continue
         out.append(
-            f"Check against the paper: {c['name']}: paper {c['paper_gpu_hours']:,} GPU-h, this plan"
-            f" {c['plan_gpu_hours_without_startup']:,} GPU-h without job start-up ({c['ratio']}x)"
+            f"Check against the paper: {c['name']} (run {c['run']}): paper {c['paper_gpu_hours']:,} GPU-h,"
+            f" this plan {c['plan_gpu_hours_without_startup']:,} GPU-h without job start-up ({c['ratio']}x)"
         )
     rates = Path(est.rates_path)
     try:

@@ -14,12 +14,53 @@ from utilanno.errors import ConfigError
 class EvalCosts(RuleCosts):
     """Label sets and training, the evaluation rules and RAG, on top of `RuleCosts`."""
 
+    # REPLUG scoring (label utilities) -------------------------------------------------------------------
+    def replug(self) -> None:
+        for run in self.plan.replug_runs():
+            self.run_name = run
+            self.run_replug(run)
+        self.run_name = None
+
+    def run_replug(self, run: str) -> None:
+        scorer = self.plan.replug_scorer(run)
+        s, corpus, n, npool = self.pool_size(run)
+        llm = self.plan.llm(scorer)
+        prompt = self.prompt(self.config["replug"]["prompt"])
+        answer = self.word_text(self.text["answer_words"])
+        conv = prompt.render(
+            self.word_text(s.query_words),
+            [self.word_text(corpus.words)],
+            passage_words=self.plan.runs()[run]["passage_words"],
+        ) + [{"role": "assistant", "content": answer}]
+        shards = self.plan.runs()[run]["shards"]
+        r = self.row("replug")
+        r.jobs += shards
+        out = self.completion("replug", llm)
+        self.llm_cost(r, scorer, n * npool * self.conv_tokens(conv), n * npool * out, shards)
+        docid = "d" * round(corpus.docid_chars)
+        record = {
+            "qid": "q" * 7,
+            "step": "replug",
+            "status": "scored",
+            "answer": answer,
+            "docids": [docid] * npool,
+            "prompt_hashes": ["h" * 16] * npool,
+            "logprobs": [-12.345678901234567] * npool,
+            "n_tokens": [14] * npool,
+            "prompt_tokens": 10000,
+            "completion_tokens": 400,
+        }
+        r.kept += n * self._record_bytes(record)
+        m = self.row("merge_replug")
+        m.jobs += 1
+        m.kept += self.parquet(n * npool * (8 + corpus.docid_chars + 16 + 3 * 8)) + self.bytes["stats_json"]
+
     # training -------------------------------------------------------------------------------------------
     def train(self) -> None:
-        s, corpus, n, npool = self.pool_size()
         label_sets = self.plan.label_sets()
         subset_of = {}
         for name, spec in label_sets.items():
+            s, corpus, n, npool = self.pool_size(spec["run"])
             r = self.row("labels")
             r.jobs += 1
             rows = n * spec["subset"] * npool
@@ -34,6 +75,7 @@ class EvalCosts(RuleCosts):
             # a curriculum's shared stage 1 is named after the first experiment that uses it
             bname = experiments[name.removesuffix("-stage1")]["backbone"]
             info = self.model(self.config["backbones"][bname]["model"], f"backbones.{bname}.model")
+            n = self.pool_size(job["run"])[2]
             queries = n * subset_of.get(job["labels"], 1.0)
             batch = st["per_device_batch"] * procs
             steps = math.ceil(queries * st["epochs"] / batch) if queries else 0

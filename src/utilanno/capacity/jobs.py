@@ -80,9 +80,10 @@ class RuleCosts:
         self.text = rates["text"]
         self.bytes = rates["bytes"]
         self.keep = config["evaluation"]["keep_embeddings"]
-        self.ann = config["annotation"]
+        self.run_name: str | None = None  # the annotation run being costed (annotate, replug)
         self.notes: list[str] = []
-        self.llm_hours: dict[tuple[str, str], float] = {}  # (rule, llm) -> GPU-hours without start-up
+        # (rule, llm, run or None) -> GPU-hours without start-up
+        self.llm_hours: dict[tuple[str, str, str | None], float] = {}
         self.bm25_indexed: set[str] = set()  # corpus owners whose BM25 index is already counted
 
     # helpers --------------------------------------------------------------------------------------------
@@ -93,6 +94,11 @@ class RuleCosts:
         if model not in self.models:
             self.models[model] = model_info(self.plan, self.rates, model, key)
         return self.models[model]
+
+    def pool_negatives(self, dataset: str) -> int:
+        """Hard negatives per query of a dataset's pool file: what its runs take (else the paper's 30)."""
+        runs = [r for r in self.plan.runs().values() if r["dataset"] == dataset]
+        return max((r["negatives"] for r in runs), default=30)
 
     def chars(self, words: float) -> float:
         return words * self.text["chars_per_word"]
@@ -149,7 +155,7 @@ class RuleCosts:
             compute = flops_in / (peak * u["llm_prefill"]) + flops_out / (peak * u["llm_decode"])
             start = self.rates["startup_s"]["llm"]
             row.gpu_hours += (compute + jobs * start * llm["gpus"]) / 3600
-            key = (row.rule, name)
+            key = (row.rule, name, self.run_name)
             self.llm_hours[key] = self.llm_hours.get(key, 0.0) + compute / 3600
             wall = compute / max(jobs, 1) / llm["gpus"] + start
         else:
@@ -181,7 +187,7 @@ class RuleCosts:
         if kind == "train_pool":
             passage = s.docid_chars + self.chars(s.words) + 40
             return (s.pool_queries or 0) * (
-                (1 + self.ann["negatives"]) * passage + self.chars(s.query_words) + 80
+                (1 + self.pool_negatives(dataset)) * passage + self.chars(s.query_words) + 80
             )
         return 0.0
 
@@ -249,7 +255,7 @@ class RuleCosts:
                 r = self.row("train_pool")
                 r.jobs += 1
                 raw = (s.pool_queries or 0) * (
-                    8 + self.chars(s.query_words) + (1 + self.ann["negatives"]) * (s.docid_chars + 4)
+                    8 + self.chars(s.query_words) + (1 + self.pool_negatives(name)) * (s.docid_chars + 4)
                 )
                 r.kept += measured.get("train-pool.parquet", self.parquet(raw))
         built: dict[str, str] = {}  # model folder the workflow builds -> the config key naming it
@@ -266,8 +272,7 @@ class RuleCosts:
         and the BERTScore model."""
         plan, cfg = self.plan, self.config
         llms = set(plan.annotators()) | set(cfg["rag"]["generators"] if plan.rag_systems() else [])
-        if plan.replug_scorer():
-            llms.add(plan.replug_scorer())
+        llms |= {plan.replug_scorer(run) for run in plan.replug_runs()}
         models = [(f"llms.{n}.model", cfg["llms"][n]["model"]) for n in sorted(llms)]
         backbones = sorted({e["backbone"] for e in cfg["experiments"].values()})
         models += [(f"backbones.{b}.model", cfg["backbones"][b]["model"]) for b in backbones]
@@ -276,14 +281,16 @@ class RuleCosts:
         return models
 
     # annotation -----------------------------------------------------------------------------------------
-    def pool_size(self) -> tuple[DatasetSize, DatasetSize, int, int]:
-        ds = self.ann["dataset"]
+    def pool_size(self, run: str) -> tuple[DatasetSize, DatasetSize, int, int]:
+        """(dataset sizes, corpus sizes, queries, passages per pool) of an annotation run."""
+        ann = self.plan.runs()[run]
+        ds = ann["dataset"]
         s = self.sizes[ds]
         corpus = self.sizes[self.plan.corpus_owner(ds)]
-        if self.plan.mined(ds):
+        if self.plan.mined(run):
             mine = self.plan.datasets[ds]["mine"]
             return s, corpus, int(s.queries.get(mine["split"], 0)), mine["candidates"]
-        return s, corpus, int(s.pool_queries or 0), 1 + self.ann["negatives"]
+        return s, corpus, int(s.pool_queries or 0), 1 + ann["negatives"]
 
     def bm25_index(self, owner: str) -> None:
         """One BM25 index per corpus, however many stages search it."""
@@ -299,46 +306,60 @@ class RuleCosts:
         r.job_hours = max(r.job_hours, core_s / self.config["evaluation"]["cpus"] / 3600)
 
     def mine(self) -> None:
-        """Candidate mining of the annotated dataset, when it has no pool file: BM25 search, fusion."""
-        ds = self.ann["dataset"]
-        if not self.plan.mined(ds):
-            return
-        s, corpus, n, npool = self.pool_size()
-        mine, owner = self.plan.datasets[ds]["mine"], self.plan.corpus_owner(ds)
-        self.bm25_index(owner)
-        r = self.row("mine_bm25")
-        r.jobs = 1
-        depth = min(mine["depth"], corpus.passages or 0)
-        r.kept = n * depth * (8 + corpus.docid_chars + 8 + self.bytes["bm25_score_chars"] + 10)
-        core_s = n / self.rates["cpu"]["bm25_search_queries_per_s_per_core"]
-        r.cpu_hours = core_s / 3600
-        r.job_hours = core_s / self.config["evaluation"]["cpus"] / 3600
-        r = self.row("mine")
-        r.jobs = 1
-        r.kept = self.parquet(n * (8 + self.chars(s.query_words) + npool * (corpus.docid_chars + 4))) + 500
+        """Candidate mining of each dataset a run mines (once per dataset): BM25 search, fusion."""
+        mined = {self.plan.runs()[r]["dataset"]: r for r in sorted(self.plan.runs(), reverse=True)}
+        for ds, run in sorted(mined.items()):
+            if not self.plan.mined(run):
+                continue
+            s, corpus, n, npool = self.pool_size(run)
+            mine, owner = self.plan.datasets[ds]["mine"], self.plan.corpus_owner(ds)
+            self.bm25_index(owner)
+            r = self.row("mine_bm25")
+            r.jobs += 1
+            depth = min(mine["depth"], corpus.passages or 0)
+            r.kept += n * depth * (8 + corpus.docid_chars + 8 + self.bytes["bm25_score_chars"] + 10)
+            core_s = n / self.rates["cpu"]["bm25_search_queries_per_s_per_core"]
+            r.cpu_hours += core_s / 3600
+            r.job_hours = max(r.job_hours, core_s / self.config["evaluation"]["cpus"] / 3600)
+            r = self.row("mine")
+            r.jobs += 1
+            r.kept += (
+                self.parquet(n * (8 + self.chars(s.query_words) + npool * (corpus.docid_chars + 4))) + 500
+            )
 
     def pool(self) -> None:
-        s, corpus, n, npool = self.pool_size()
+        for run in sorted(self.plan.runs()):
+            self.run_pool(run)
+
+    def run_pool(self, run: str) -> None:
+        s, corpus, n, npool = self.pool_size(run)
         r = self.row("pool")
-        r.jobs = 1
+        r.jobs += 1
         per = 8 + self.chars(s.query_words) + 2 * corpus.docid_chars
         per += npool * (corpus.docid_chars + self.chars(corpus.words) + 8) + 4 * (npool + 2)
-        r.kept = self.parquet(n * per)
+        r.kept += self.parquet(n * per)
 
     def _record_bytes(self, record: dict) -> int:
         return len(json.dumps(record)) + 1
 
     def annotate(self) -> None:
-        s, corpus, n, npool = self.pool_size()
-        shards = self.ann["shards"]
-        words = self.ann["passage_words"]
+        for run in sorted(self.plan.runs()):
+            self.run_name = run
+            self.run_annotate(run)
+        self.run_name = None
+
+    def run_annotate(self, run: str) -> None:
+        ann = self.plan.runs()[run]
+        s, corpus, n, npool = self.pool_size(run)
+        shards = ann["shards"]
+        words = ann["passage_words"]
         passage = self.word_text(corpus.words)
         query = self.word_text(s.query_words)
         docid = "d" * round(corpus.docid_chars)
         hash16 = "h" * 16
-        size, overlap = self.ann["window"], self.ann["overlap"]
+        size, overlap = ann["window"], ann["overlap"]
         wins = pool_windows(npool, size, overlap)
-        for annotator in self.plan.annotators():
+        for annotator in self.plan.annotators(run):
             llm = self.plan.llm(annotator)
             k = self.rates["relsel_positives"].get(llm["model"], self.rates["relsel_positives"]["default"])
             k = max(1, min(npool, round(k)))
@@ -346,8 +367,8 @@ class RuleCosts:
             answer = self.word_text(
                 answer_tokens * self.text["llm_chars_per_token"] / self.text["chars_per_word"]
             )
-            for step in STEPS:
-                prompt = self.prompt(self.ann["prompts"][step])
+            for step in (s for s in STEPS if s in ann["steps"]):
+                prompt = self.prompt(ann["prompts"][step])
                 out_tokens = self.completion(step, llm)
                 raw = "r" * round(out_tokens * self.text["llm_chars_per_token"])
                 if step == "relsel":
@@ -395,39 +416,3 @@ class RuleCosts:
                 m = self.row("merge_annotations")
                 m.jobs += 1
                 m.kept += self.parquet(n * self._record_bytes(record)) + self.bytes["stats_json"]
-
-    def replug(self) -> None:
-        scorer = self.plan.replug_scorer()
-        if not scorer:
-            return
-        s, corpus, n, npool = self.pool_size()
-        llm = self.plan.llm(scorer)
-        prompt = self.prompt(self.config["replug"]["prompt"])
-        answer = self.word_text(self.text["answer_words"])
-        conv = prompt.render(
-            self.word_text(s.query_words),
-            [self.word_text(corpus.words)],
-            passage_words=self.ann["passage_words"],
-        ) + [{"role": "assistant", "content": answer}]
-        shards = self.ann["shards"]
-        r = self.row("replug")
-        r.jobs = shards
-        out = self.completion("replug", llm)
-        self.llm_cost(r, scorer, n * npool * self.conv_tokens(conv), n * npool * out, shards)
-        docid = "d" * round(corpus.docid_chars)
-        record = {
-            "qid": "q" * 7,
-            "step": "replug",
-            "status": "scored",
-            "answer": answer,
-            "docids": [docid] * npool,
-            "prompt_hashes": ["h" * 16] * npool,
-            "logprobs": [-12.345678901234567] * npool,
-            "n_tokens": [14] * npool,
-            "prompt_tokens": 10000,
-            "completion_tokens": 400,
-        }
-        r.kept = n * self._record_bytes(record)
-        m = self.row("merge_replug")
-        m.jobs = 1
-        m.kept = self.parquet(n * npool * (8 + corpus.docid_chars + 16 + 3 * 8)) + self.bytes["stats_json"]

@@ -31,22 +31,26 @@ def step_figures(step: str, stats: dict) -> dict[str, float]:
     return {f"{step}/{name}": v for name, v in _figures(stats).items()}
 
 
-def annotation_frame(config: dict, stats: dict[tuple[str, str], dict]) -> pl.DataFrame:
-    """Rows of `OURS`: system = our annotator, dataset = the annotated dataset (paper name), measure =
+def annotation_frame(config: dict, stats: dict[tuple[str, str, str], dict]) -> pl.DataFrame:
+    """Rows of `OURS`: system = our annotator, dataset = the run's dataset (paper name), measure =
     `<set>/<figure>`; and, per experiment with LLM labels, system = the experiment, measure = `avg_positives`
-    of its label set."""
+    of its label set. `stats`: (run, annotator, step) -> that step's stats.json."""
     named = (config.get("report") or {}).get("stand_ins") or {}
-    dataset = paper_dataset(config["annotation"]["dataset"], named)
+    runs = config["annotation"]
     rows = []
-    figures: dict[str, dict[str, float]] = {}
-    for (annotator, step), s in sorted(stats.items()):
+    figures: dict[tuple[str, str], dict[str, float]] = {}
+    for (run, annotator, step), s in sorted(stats.items()):
         mine = step_figures(step, s)
-        figures.setdefault(annotator, {}).update(mine)
+        figures.setdefault((run, annotator), {}).update(mine)
+        dataset = paper_dataset(runs[run]["dataset"], named)
         rows += [(annotator, None, dataset, measure, value, "") for measure, value in mine.items()]
-    main = config["annotation"]["annotator"]
     for name, exp in sorted(config.get("experiments", {}).items()):
-        annotator = exp.get("annotator") or main
-        value = figures.get(annotator, {}).get(f"{exp['labels']}/avg_positives")
+        run = exp.get("annotation") or (next(iter(runs)) if len(runs) == 1 else None)
+        if run not in runs:
+            continue
+        annotator = exp.get("annotator") or runs[run]["annotator"]
+        value = figures.get((run, annotator), {}).get(f"{exp['labels']}/avg_positives")
         if value is not None:
+            dataset = paper_dataset(runs[run]["dataset"], named)
             rows.append((name, None, dataset, "avg_positives", value, ""))
     return pl.DataFrame(rows, schema=OURS, orient="row")

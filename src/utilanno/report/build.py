@@ -134,15 +134,17 @@ def _cost_blocks(
     def usd(v) -> str:
         return "—" if v is None else f"${v:,.2f}"
 
+    several = costs["run"].n_unique() > 1
     cost_rows = [
-        (r["item"], [f"{r['queries']:,}", f"{r['gpu_h']:.4f}", usd(r["usd"]), usd(r["usd_paper_scale"]),
-                     usd(paper_usd.get(r["item"])), r["method"]])
+        (f"{r['run']}: {r['item']}" if several else r["item"],
+         [f"{r['queries']:,}", f"{r['gpu_h']:.4f}", usd(r["usd"]), usd(r["usd_per_1k"]),
+          usd(r["usd_paper_scale"]), usd(paper_usd.get(r["item"])), r["method"]])
         for r in costs.iter_rows(named=True)
     ]  # fmt: skip
     blocks.append(
         render.Table(
             f"Annotation cost: our run, ours per query at the paper's {paper_queries:,} queries, the paper's",
-            ["queries", "GPU-h", "ours (USD)", "ours at paper scale", "paper (USD)", "how"],
+            ["queries", "GPU-h", "ours (USD)", "per 1k queries", "ours at paper scale", "paper (USD)", "how"],
             cost_rows,
             notes=[
                 "A run on CPUs only holds no GPU-hours: its LLM labels cost nothing here and say nothing of "
@@ -162,7 +164,7 @@ def build(spec: dict) -> dict[str, int]:
     (out / "figures").mkdir(parents=True, exist_ok=True)
     numbers = paper.load(spec.get("paper_numbers") or paper.PAPER_NUMBERS)
     matches = rows.map_experiments(config, numbers)
-    stats = cost.load_stats({tuple(k.split("/", 1)): v for k, v in spec.get("stats", {}).items()})
+    stats = cost.load_stats({tuple(k.split("/", 2)): v for k, v in spec.get("stats", {}).items()})
     ours = pl.concat([_frames(spec, named), annotation.annotation_frame(config, stats)])
 
     blocks: list = [

@@ -22,15 +22,15 @@ import polars as pl
 from utilanno.annotate import STEPS
 from utilanno.errors import InputFormatError
 
-# benchmark folder -> (stage, what decides the job's GPUs): llm (the path's first part is an LLM or the
-# annotator), judge, generator (rag_generate/<experiment>/<generator>), eval, train, or None (no GPU)
+# benchmark folder -> (stage, what decides the job's GPUs): run-llm (<step>/<run>/<annotator>/<shard>.tsv),
+# judge, generator (rag_generate/<experiment>/<generator>), eval, train, or None (no GPU)
 FOLDERS = {
     "tiny_world": ("data", None),
     "corpus": ("data", None),
     "pool": ("pool", None),
     "mine_bm25": ("pool", None),
-    **{step: ("annotate", "llm") for step in STEPS},
-    "replug": ("train", "llm"),
+    **{step: ("annotate", "run-llm") for step in STEPS},
+    "replug": ("train", "run-llm"),
     "labels": ("train", None),
     "train": ("train", "train"),
     "encode_corpus": ("evaluate", "eval"),
@@ -43,6 +43,7 @@ BENCHMARKS = {
     "rule": pl.String,
     "stage": pl.String,
     "owner": pl.String,  # the experiment, annotator or LLM the job belongs to ("" if none)
+    "run": pl.String,  # the annotation run of an annotation or REPLUG job ("" otherwise)
     "file": pl.String,
     "wall_s": pl.Float64,
     "cpu_s": pl.Float64,
@@ -62,8 +63,9 @@ def _gpus(config: dict, how: str | None, parts: tuple[str, ...]) -> int | None:
     llms = config.get("llms", {})
     if how is None:
         return 0
-    if how == "llm":
-        return llms[parts[0]]["gpus"] if parts[0] in llms else None
+    if how == "run-llm":
+        known = len(parts) > 2 and parts[0] in config.get("annotation", {}) and parts[1] in llms
+        return llms[parts[1]]["gpus"] if known else None
     if how == "judge":
         judge = (config.get("hybrid") or {}).get("judge")
         return llms[judge]["gpus"] if judge in llms else None
@@ -104,7 +106,8 @@ def benchmarks(folder: str | Path, config: dict) -> pl.DataFrame:
         if rule not in FOLDERS:
             continue
         stage, how = FOLDERS[rule]
-        owner = rel[1].removesuffix(".tsv") if len(rel) > 1 else ""
+        run, parts = ("", rel[1:]) if how != "run-llm" else (rel[1], rel[2:])
+        owner = parts[0].removesuffix(".tsv") if parts else ""
         gpus = _gpus(config, how, rel[1:])
         if gpus is None:
             continue
@@ -114,6 +117,7 @@ def benchmarks(folder: str | Path, config: dict) -> pl.DataFrame:
                 "rule": rule,
                 "stage": stage,
                 "owner": owner,
+                "run": run,
                 "file": str(path),
                 "wall_s": wall,
                 "cpu_s": cpu,
@@ -145,88 +149,102 @@ def _token_cost(stats: dict, llm: dict) -> float:
     return (stats.get("prompt_tokens", 0) * (inp or 0) + stats.get("completion_tokens", 0) * (out or 0)) / 1e6
 
 
+def _cost_row(
+    run: str, queries: int, item: str, gpu_h: float, usd: float | None, paper_scale: float | None, method: str
+) -> dict:
+    per_1k = None if usd is None or not queries else usd / queries * 1000
+    return {"run": run, "item": item, "queries": queries, "gpu_h": gpu_h, "usd": usd, "usd_per_1k": per_1k,
+            "usd_paper_scale": paper_scale, "method": method}  # fmt: skip
+
+
 def annotation_cost(
-    config: dict, bench: pl.DataFrame, stats: dict[tuple[str, str], dict], paper_queries: int
+    config: dict, bench: pl.DataFrame, stats: dict[tuple[str, str, str], dict], paper_queries: int
 ) -> pl.DataFrame:
-    """Table 17's rows for our run: item, queries, GPU-hours, USD here, USD per 1k queries, USD at the paper's
-    scale (`paper_queries`), and how it is computed."""
+    """Table 17's rows for each annotation run with an annotator: run, item, queries, GPU-hours, USD here, USD
+    per 1k queries, USD at the paper's scale (`paper_queries`), and how it is computed."""
     report = config["report"]
-    annotator = config["annotation"]["annotator"]
-    llm = config["llms"].get(annotator, {})
     gpu_price = report["gpu_price_per_hour"]
-    step_stats = {step: s for (a, step), s in stats.items() if a == annotator}
-    queries = max((s.get("queries", 0) for s in step_stats.values()), default=0)
     human_unit = report["human_price_per_judgement"] * report["human_passages_per_query"]
-    rows = [
-        {
-            "item": "human",
-            "queries": queries,
-            "gpu_h": 0.0,
-            "usd": human_unit * queries,
-            "usd_paper_scale": human_unit * paper_queries,
-            "method": f"${report['human_price_per_judgement']} per judgement x "
-            f"{report['human_passages_per_query']} passages x queries",
-        }
-    ]
-    mine = bench.filter(pl.col("owner") == annotator)
-    for item, steps in LABEL_STEPS.items():
-        if not all(s in step_stats for s in steps):
+    rows = []
+    for run, ann in sorted(config["annotation"].items()):
+        annotator = ann["annotator"]
+        if not annotator:
             continue
-        gpu_h = mine.filter(pl.col("rule").is_in(steps))["gpu_s"].sum() / 3600
-        usd = gpu_h * gpu_price + sum(_token_cost(step_stats[s], llm) for s in steps)
-        rows.append(
-            {
-                "item": item,
-                "queries": queries,
-                "gpu_h": gpu_h,
-                "usd": usd,
-                "usd_paper_scale": usd / queries * paper_queries if queries else None,
-                "method": f"GPU-hours of {' + '.join(steps)} x ${gpu_price}/GPU-hour"
-                + (" + API tokens" if llm.get("engine") == "openai" else ""),
-            }
+        llm = config["llms"].get(annotator, {})
+        step_stats = {step: s for (r, a, step), s in stats.items() if (r, a) == (run, annotator)}
+        queries = max((s.get("queries", 0) for s in step_stats.values()), default=0)
+
+        human = _cost_row(
+            run,
+            queries,
+            "human",
+            0.0,
+            human_unit * queries,
+            human_unit * paper_queries,
+            f"${report['human_price_per_judgement']} per judgement x "
+            f"{report['human_passages_per_query']} passages x queries",
         )
-    replug = bench.filter(pl.col("rule") == "replug")
-    if replug.height:
-        scorer = (config.get("replug") or {}).get("scorer") or annotator
-        gpu_h = replug["gpu_s"].sum() / 3600
-        rows.append(
-            {
-                "item": "replug-gpu",
-                "queries": queries,
-                "gpu_h": gpu_h,
-                "usd": gpu_h * gpu_price,
-                "usd_paper_scale": gpu_h * gpu_price / queries * paper_queries if queries else None,
-                "method": f"GPU-hours of REPLUG scoring with {scorer} x ${gpu_price}/GPU-hour (the paper "
-                "adds the human QA answers' cost to its total; not re-derived here)",
-            }
-        )
-    if any(r["item"] == "utilsel" for r in rows):
-        util = next(r for r in rows if r["item"] == "utilsel")
-        rows.append(
-            {
-                "item": "utilsel-cl20",
-                "queries": queries,
-                "gpu_h": util["gpu_h"],
-                "usd": 0.2 * rows[0]["usd"] + util["usd"],
-                "usd_paper_scale": None
-                if util["usd_paper_scale"] is None
-                else 0.2 * rows[0]["usd_paper_scale"] + util["usd_paper_scale"],
-                "method": "20% of the human cost + UtilSel's",
-            }
-        )
+        out = [human]
+        mine = bench.filter((pl.col("owner") == annotator) & (pl.col("run") == run))
+        for item, steps in LABEL_STEPS.items():
+            if not all(s in step_stats for s in steps):
+                continue
+            gpu_h = mine.filter(pl.col("rule").is_in(steps))["gpu_s"].sum() / 3600
+            usd = gpu_h * gpu_price + sum(_token_cost(step_stats[s], llm) for s in steps)
+            method = f"GPU-hours of {' + '.join(steps)} x ${gpu_price}/GPU-hour"
+            method += " + API tokens" if llm.get("engine") == "openai" else ""
+            out.append(
+                _cost_row(
+                    run, queries, item, gpu_h, usd, usd / queries * paper_queries if queries else None, method
+                )
+            )
+        replug = bench.filter((pl.col("rule") == "replug") & (pl.col("run") == run))
+        if replug.height:
+            scorer = (config.get("replug") or {}).get("scorer") or annotator
+            gpu_h = replug["gpu_s"].sum() / 3600
+            usd = gpu_h * gpu_price
+            out.append(
+                _cost_row(
+                    run,
+                    queries,
+                    "replug-gpu",
+                    gpu_h,
+                    usd,
+                    usd / queries * paper_queries if queries else None,
+                    f"GPU-hours of REPLUG scoring with {scorer} x ${gpu_price}/GPU-hour (the paper adds the"
+                    " human QA answers' cost to its total; not re-derived here)",
+                )
+            )
+        util = next((r for r in out if r["item"] == "utilsel"), None)
+        if util is not None:
+            scale = util["usd_paper_scale"]
+            out.append(
+                _cost_row(
+                    run,
+                    queries,
+                    "utilsel-cl20",
+                    util["gpu_h"],
+                    0.2 * human["usd"] + util["usd"],
+                    None if scale is None else 0.2 * human["usd_paper_scale"] + scale,
+                    "20% of the human cost + UtilSel's",
+                )
+            )
+        rows += out
     schema = {
+        "run": pl.String,
         "item": pl.String,
         "queries": pl.Int64,
         "gpu_h": pl.Float64,
         "usd": pl.Float64,
+        "usd_per_1k": pl.Float64,
         "usd_paper_scale": pl.Float64,
         "method": pl.String,
     }
     return pl.DataFrame(rows, schema=schema)
 
 
-def load_stats(paths: dict[tuple[str, str], str]) -> dict[tuple[str, str], dict]:
-    """(annotator, step) -> its stats.json, naming a file that is not JSON."""
+def load_stats(paths: dict[tuple[str, str, str], str]) -> dict[tuple[str, str, str], dict]:
+    """(run, annotator, step) -> its stats.json, naming a file that is not JSON."""
     out = {}
     for key, path in paths.items():
         try:

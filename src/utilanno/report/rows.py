@@ -104,13 +104,20 @@ def stand_ins(config: dict) -> dict[str, str]:
 def annotators(config: dict) -> list[str]:
     """Every LLM that annotates label sets: the annotation's default and the own annotator of each experiment
     with LLM labels (as `Plan.annotators`, on a config that need not be whole)."""
-    names = {config.get("annotation", {}).get("annotator")}
+    names = {run.get("annotator") for run in config.get("annotation", {}).values()}
     names |= {
-        e.get("annotator")
+        _annotator(config, e)
         for e in config.get("experiments", {}).values()
         if e["labels"] not in ("human", "replug")
     }
     return sorted(n for n in names if n)
+
+
+def _annotator(config: dict, exp: dict) -> str | None:
+    """An experiment's annotator: its own, or its run's (the only run when it names none)."""
+    runs = config.get("annotation", {})
+    run = exp.get("annotation") or (next(iter(runs)) if len(runs) == 1 else None)
+    return exp.get("annotator") or (runs.get(run) or {}).get("annotator")
 
 
 def experiment_settings(config: dict, name: str) -> dict[str, Any]:
@@ -122,7 +129,7 @@ def experiment_settings(config: dict, name: str) -> dict[str, Any]:
     curriculum = exp.get("curriculum")
     llm_labels = exp["labels"] not in ("human", "replug")
     sampling = curriculum.get("stage1_sampling", "pos_one") if curriculum else exp.get("sampling", "pos_all")
-    annotator = exp.get("annotator") or config.get("annotation", {}).get("annotator")
+    annotator = _annotator(config, exp)
     return {
         "backbone": named.get(exp["backbone"], exp["backbone"]),
         "labels": exp["labels"],
