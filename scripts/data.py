@@ -81,7 +81,7 @@ def download_cmd(url, local, dest, md5, sha256, retries, manifest):
 
 @cli.command("corpus")
 @with_raw
-@click.option("--format", "fmt", required=True, type=click.Choice(["msmarco-tsv", "beir-corpus"]))
+@click.option("--format", "fmt", required=True, type=click.Choice(convert.CORPUS_FORMATS))
 @click.option("--titles", help="Member of the same source with pid<TAB>title lines, joined by pid.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False))
 @_fail_cleanly
@@ -92,7 +92,7 @@ def corpus_cmd(raw, member, fmt, titles, out):
 
 @cli.command("queries")
 @with_raw
-@click.option("--format", "fmt", required=True, type=click.Choice(["msmarco-tsv", "beir-queries"]))
+@click.option("--format", "fmt", required=True, type=click.Choice(convert.QUERY_FORMATS))
 @click.option(
     "--judged-by", default=None, type=click.Path(dir_okay=False), help="Keep only queries in these qrels."
 )
@@ -126,11 +126,12 @@ def answers_cmd(raw, member, fmt, queries, out):
 
 @cli.command("pool")
 @with_raw
-@click.option("--format", "fmt", required=True, type=click.Choice(["tevatron"]))
+@click.option("--format", "fmt", required=True, type=click.Choice(sorted(train_pool.POOL_FORMATS)))
 @click.option("--out", required=True, type=click.Path(dir_okay=False))
 @_fail_cleanly
 def pool_cmd(raw, member, fmt, out):
-    """Tevatron training file -> train-pool.parquet (qid, query, positives, negatives)."""
+    """Training file (Tevatron JSONL or DPR biencoder JSON) -> train-pool.parquet (qid, query, positives,
+    negatives)."""
     train_pool.convert_pool(raw, member, fmt, out)
 
 

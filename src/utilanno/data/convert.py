@@ -26,6 +26,7 @@ from polars.io.plugins import register_io_source
 
 from ..atomic import atomic_path, atomic_text
 from ..errors import InputFormatError
+from . import dpr
 from .lineblocks import check_ids, iter_line_blocks, iter_tsv_blocks, split_fields, split_whitespace
 from .rawfiles import display_name, open_raw
 
@@ -147,12 +148,15 @@ def duplicates(keys: pl.DataFrame, key: str, name: str) -> pl.Series:
 # Corpus: streamed to Parquet, bounded memory.
 
 CORPUS_SCHEMA = {"docid": pl.String, "title": pl.String, "text": pl.String}
+CORPUS_FORMATS = ["msmarco-tsv", "beir-corpus", "dpr-passages"]
+QUERY_FORMATS = ["msmarco-tsv", "beir-queries", "dpr-qa", "dpr-biencoder"]
 
 
 def convert_corpus(
     path: str | Path, member: str | None, fmt: str, out: str | Path, titles: str | None = None
 ) -> Counts:
-    """Raw corpus (`msmarco-tsv`: pid<TAB>text, or `beir-corpus`: JSONL) -> corpus.parquet.
+    """Raw corpus (`msmarco-tsv`: pid<TAB>text, `beir-corpus`: JSONL, or `dpr-passages`: DPR's psgs_w100.tsv,
+    id<TAB>text<TAB>title under that header, titles kept in the title column) -> corpus.parquet.
 
     `titles`: a member of the same source with pid<TAB>title lines (RocketQA's `marco/para.title.txt`, the
     titled MS MARCO passages that RetroMAE's and the authors' trainers read), joined by pid; titles are kept
@@ -176,8 +180,14 @@ def convert_corpus(
             return _parse_beir_corpus(block, name)
 
         reader = iter_line_blocks
+    elif fmt == "dpr-passages":
+
+        def parse(block: pl.DataFrame) -> pl.DataFrame:
+            return dpr.parse_passages(block, name)
+
+        reader = _tsv_reader(["docid", "text", "title"])
     else:
-        raise ValueError(f"unknown corpus format {fmt!r} (expected msmarco-tsv or beir-corpus)")
+        raise ValueError(f"unknown corpus format {fmt!r} (expected one of {CORPUS_FORMATS})")
     return _stream_to_parquet(path, member, name, parse, "docid", CORPUS_SCHEMA, out, reader, finish, counts)
 
 
@@ -304,19 +314,28 @@ def read_blocks(
 
 
 def convert_queries(path, member, fmt: str, out, restrict_qrels: str | Path | None = None) -> Counts:
-    """Raw queries (`msmarco-tsv` or `beir-queries`) -> queries-{split}.parquet (qid, text).
+    """Raw queries (`msmarco-tsv`, `beir-queries`, or DPR's `dpr-qa` / `dpr-biencoder` question files, whose
+    ids are the questions' 0-based positions: see `dpr`) -> queries-{split}.parquet (qid, text).
 
     With `restrict_qrels`, keep only queries judged in that qrels file (BEIR's queries.jsonl holds every
     split); the count of queries left out is logged, and a judged query missing from the file is an error.
     """
-    if fmt == "msmarco-tsv":
-        parse = lambda b, n: _check_msmarco_ids(b, n, "qid", ANY_ID)  # noqa: E731 (TREC DL ids are digits too)
-        reader = _tsv_reader(["qid", "text"])
-    elif fmt == "beir-queries":
-        parse, reader = _parse_beir_queries, iter_line_blocks
+    if fmt == "dpr-qa":
+        rows, n, name = dpr.read_qa(path, member)
+    elif fmt == "dpr-biencoder":
+        read = dpr.read_biencoder(path, member)
+        rows, n, name = read.rows, read.elements, read.name
     else:
-        raise ValueError(f"unknown queries format {fmt!r} (expected msmarco-tsv or beir-queries)")
-    rows, n, name = read_blocks(path, member, parse, reader)
+        if fmt == "msmarco-tsv":
+            parse = lambda b, n: _check_msmarco_ids(b, n, "qid", ANY_ID)  # noqa: E731 (TREC DL ids are digits too)
+            reader = _tsv_reader(["qid", "text"])
+        elif fmt == "beir-queries":
+            parse, reader = _parse_beir_queries, iter_line_blocks
+        else:
+            raise ValueError(f"unknown queries format {fmt!r} (expected one of {QUERY_FORMATS})")
+        rows, n, name = read_blocks(path, member, parse, reader)
+    if rows is not None and rows.is_empty():  # the DPR readers return an empty table, not None
+        rows = None
     counts = Counts(lines_in=n)
     if rows is None:
         raise InputFormatError(name, None, "no queries")

@@ -1,5 +1,5 @@
 """Gold answers for RAG -> answers-{split}.parquet (qid, answers): MS MARCO QnA (by query id), NQ-open (by
-question text), HotpotQA (by _id)."""
+question text), HotpotQA (by _id), DPR's qa and biencoder files (by the position ids of `dpr`)."""
 
 import json
 import logging
@@ -13,6 +13,7 @@ from utilanno.data.convert import Counts, json_rows, require
 
 from ..atomic import atomic_path
 from ..errors import InputFormatError
+from . import dpr
 from .lineblocks import iter_line_blocks
 from .rawfiles import display_name, open_raw
 
@@ -97,10 +98,28 @@ def _answers_hotpotqa(path, member, name, queries: pl.DataFrame, counts: Counts)
     return out
 
 
+def _answers_dpr_qa(path, member, name, queries: pl.DataFrame, counts: Counts) -> dict[str, list[str]]:
+    """DPR's qa file (nq-test.qa.csv), by the qids its queries table got from the same file (line - 1)."""
+    rows, counts.lines_in, _ = dpr.read_qa(path, member)
+    return dict(rows.select("qid", "answers").iter_rows())
+
+
+def _answers_dpr_biencoder(path, member, name, queries: pl.DataFrame, counts: Counts) -> dict[str, list[str]]:
+    """DPR's biencoder file, by the qids its queries table got from the same file (element index)."""
+    read = dpr.read_biencoder(path, member)
+    counts.lines_in = read.elements
+    for line, answers in read.rows.select("line", "answers").iter_rows():
+        if not answers:
+            raise InputFormatError(name, int(line), "'answers' must be a non-empty list of strings")
+    return dict(read.rows.select("qid", "answers").iter_rows())
+
+
 ANSWER_FORMATS = {
     "msmarco-qna": _answers_msmarco_qna,
     "nq-open": _answers_nq_open,
     "hotpotqa": _answers_hotpotqa,
+    "dpr-qa": _answers_dpr_qa,
+    "dpr-biencoder": _answers_dpr_biencoder,
 }
 
 

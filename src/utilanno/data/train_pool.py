@@ -1,5 +1,7 @@
-"""Training pool input: the Tevatron / RepLLaMA JSONL with human positives and hard negatives ->
-train-pool.parquet (qid, query, positives, negatives), plus the titled passages it carries."""
+"""Training pool input -> train-pool.parquet (qid, query, positives, negatives): the Tevatron / RepLLaMA JSONL
+with human positives and hard negatives (`tevatron`), or DPR's biencoder JSON array (`dpr-biencoder`:
+positives from `positive_ctxs`, negatives from the BM25 `hard_negative_ctxs`, qids the questions' 0-based
+positions; see `dpr`)."""
 
 import logging
 
@@ -9,6 +11,7 @@ from utilanno.data.convert import ANY_ID, Counts, duplicates, json_rows, read_bl
 
 from ..atomic import atomic_path
 from ..errors import InputFormatError
+from . import dpr
 from .lineblocks import check_ids
 
 log = logging.getLogger(__name__)
@@ -51,15 +54,33 @@ def _parse_tevatron(block: pl.DataFrame, name: str) -> pl.DataFrame:
     )
 
 
+def _read_tevatron(path, member, counts: Counts) -> tuple[pl.DataFrame | None, str]:
+    rows, counts.lines_in, name = read_blocks(path, member, _parse_tevatron)
+    return rows, name
+
+
+def _read_dpr_biencoder(path, member, counts: Counts) -> tuple[pl.DataFrame | None, str]:
+    read = dpr.read_biencoder(path, member)
+    counts.lines_in = read.elements
+    if read.random_negatives:
+        counts.notes.append(f"{read.random_negatives} random negatives (negative_ctxs) not used")
+    rows = read.rows.select("line", "qid", pl.col("text").alias("query"), "positives", "negatives")
+    return (rows if rows.height else None), read.name
+
+
+POOL_FORMATS = {"tevatron": _read_tevatron, "dpr-biencoder": _read_dpr_biencoder}
+
+
 def convert_pool(path, member, fmt: str, out) -> Counts:
-    """Tevatron JSONL -> train-pool.parquet (qid, query, positives, negatives), docids only.
+    """A training file (`tevatron` JSONL or `dpr-biencoder` JSON array) -> train-pool.parquet (qid, query,
+    positives, negatives), docids only. A query without a positive is an error in both formats.
 
     A negative that is also a positive of the same query is removed from the negatives and counted.
     """
-    if fmt != "tevatron":
-        raise ValueError(f"unknown pool format {fmt!r} (expected tevatron)")
-    rows, n, name = read_blocks(path, member, _parse_tevatron)
-    counts = Counts(lines_in=n)
+    if fmt not in POOL_FORMATS:
+        raise ValueError(f"unknown pool format {fmt!r} (expected one of {sorted(POOL_FORMATS)})")
+    counts = Counts()
+    rows, name = POOL_FORMATS[fmt](path, member, counts)
     if rows is None:
         raise InputFormatError(name, None, "no training queries")
     h = pl.struct(pl.col("query"), pl.col("positives"), pl.col("negatives")).hash()
