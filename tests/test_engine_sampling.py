@@ -78,6 +78,7 @@ def fake_engine(continuations, batch_size=8):
     seeds: list[int] = []
     engine.torch = SimpleNamespace(manual_seed=seeds.append, inference_mode=torch.inference_mode)
     engine.device, engine.batch_size, engine._pieces = "cpu", batch_size, None
+    engine.chat_template_kwargs = {}
     engine.tokenizer, engine.model, engine.eos = FakeTokenizer(), FakeModel(continuations), {EOS, OTHER_EOS}
     return engine, seeds
 

@@ -79,9 +79,13 @@ def folder_digest(folder: str | Path) -> str:
 
 
 def engine_id(llm: dict) -> str:
-    """The identity of an `llms:` entry's outputs: engine, model, dtype and the model folder's content."""
+    """The identity of an `llms:` entry's outputs: engine, model, dtype, the chat template's extra variables
+    (when there are any: an entry without them keeps the identity it always had) and the model folder's
+    content."""
     model = llm.get("model", "")
     ident = {k: llm.get(k) for k in ("engine", "model", "dtype")}
+    if llm.get("chat_template_kwargs"):  # e.g. Qwen3's enable_thinking changes every prompt
+        ident["chat_template_kwargs"] = llm["chat_template_kwargs"]
     if llm.get("engine", "vllm") != "openai" and model and Path(model).is_dir():
         ident["content"] = folder_digest(model)
     return json.dumps(ident, sort_keys=True)

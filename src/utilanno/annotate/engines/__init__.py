@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import AnswerScore, Engine, Generation, Sampling, answer_token_ids, guide_pattern
+from .base import AnswerScore, Engine, Generation, Sampling, answer_token_ids, guide_pattern, template_kwargs
 from .openai_engine import OPENAI_NO_SCORES, OpenAIEngine, OpenAIEngineError, usage_cost
 from .transformers_engine import RegexGuide, TransformersEngine
 from .vllm_engine import VllmEngine
@@ -21,16 +21,21 @@ __all__ = [
     "answer_token_ids",
     "create",
     "guide_pattern",
+    "template_kwargs",
     "usage_cost",
 ]
 
 
 def create(llm: dict, gpus: int | None = None, threads: int | None = None) -> Engine:
-    """An engine from an `llms.<name>` config entry."""
+    """An engine from an `llms.<name>` config entry (its `chat_template_kwargs` go to every engine)."""
     engine = llm.get("engine", "vllm")
     if engine == "transformers":
         return TransformersEngine(
-            llm["model"], llm.get("dtype", "auto"), llm.get("batch_size", 8), threads=threads
+            llm["model"],
+            llm.get("dtype", "auto"),
+            llm.get("batch_size", 8),
+            threads=threads,
+            chat_template_kwargs=llm.get("chat_template_kwargs"),
         )
     if engine == "vllm":
         return VllmEngine(
@@ -41,6 +46,7 @@ def create(llm: dict, gpus: int | None = None, threads: int | None = None) -> En
             llm.get("gpu_memory_utilization", 0.9),
             llm.get("sampling", {}).get("seed", 0),
             enforce_eager=llm.get("enforce_eager", False),
+            chat_template_kwargs=llm.get("chat_template_kwargs"),
         )
     if engine == "openai":
         if not llm.get("base_url"):
@@ -55,5 +61,6 @@ def create(llm: dict, gpus: int | None = None, threads: int | None = None) -> En
             api_key_env=llm.get("api_key_env", "OPENAI_API_KEY"),
             backoff=llm.get("retry_backoff", 1.0),
             jitter=0.25,
+            chat_template_kwargs=llm.get("chat_template_kwargs"),
         )
     raise ValueError(f"unknown engine {engine!r}")

@@ -2,6 +2,10 @@
 
 `guides` is None or one regular expression (or None) per conversation: the output shape to enforce.
 
+Each engine renders a conversation with the model's chat template, given the `llms:` entry's
+`chat_template_kwargs` as extra template variables (Qwen3's `enable_thinking`, PAPER-SPEC B.0), for generation
+and for answer scoring alike.
+
 `answer_logprobs(conversations, answers) -> [AnswerScore]` scores a given answer instead of generating one
 (REPLUG utility, PAPER-SPEC C.3): log P(answer | conversation) under the model, summed over the answer's
 tokens. The conversation is rendered with the chat template and the generation prompt, exactly as `chat`
@@ -21,8 +25,9 @@ scores agree. (A model generating the answer after the generation prompt starts 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +44,61 @@ def guide_pattern(kind: str, n: int) -> str:
 
 @dataclass
 class Sampling:
+    """Decoding settings. `min_p` (0 = off) drops tokens less likely than min_p times the most likely one;
+    Qwen3's thinking mode asks for 0 explicitly (PAPER-SPEC B.0)."""
+
     temperature: float = 0.0
     top_p: float = 1.0
     top_k: int = -1
     max_tokens: int = 512
     seed: int = 0
+    min_p: float = 0.0
+
+    FIELDS = ("temperature", "top_p", "top_k", "max_tokens", "seed", "min_p")
+
+    def __post_init__(self) -> None:
+        self.min_p = float(self.min_p)  # `min_p: 0` in YAML and the default give one shard fingerprint
+        if not 0.0 <= self.min_p <= 1.0:
+            raise ValueError(f"min_p must be within [0, 1], got {self.min_p}")
 
     @classmethod
     def from_config(cls, cfg: dict) -> Sampling:
-        return cls(**{k: cfg[k] for k in ("temperature", "top_p", "top_k", "max_tokens", "seed") if k in cfg})
+        return cls(**{k: cfg[k] for k in cls.FIELDS if k in cfg})
+
+
+# Arguments of `apply_chat_template` that are not template variables: the engines set them (or vLLM refuses
+# them), so a config cannot.
+_ENGINE_TEMPLATE_ARGS = frozenset(
+    {
+        "conversation",
+        "messages",
+        "chat_template",
+        "tokenize",
+        "add_generation_prompt",
+        "continue_final_message",
+        "return_dict",
+        "return_tensors",
+        "tokenizer_kwargs",
+        "padding",
+        "truncation",
+        "max_length",
+    }
+)
+
+
+def template_kwargs(value: Mapping[str, Any] | None) -> dict[str, Any]:
+    """An `llms:` entry's `chat_template_kwargs` (None = none), checked: the extra variables its chat
+    template is rendered with, e.g. Qwen3's `enable_thinking`."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"chat_template_kwargs must be a mapping, got {type(value).__name__}: {value!r}")
+    if not all(isinstance(k, str) for k in value):
+        raise ValueError(f"chat_template_kwargs must map template variable names to values, got {value!r}")
+    clash = sorted(k for k in value if k in _ENGINE_TEMPLATE_ARGS)
+    if clash:
+        raise ValueError(f"chat_template_kwargs cannot set {clash}: the engine sets them itself")
+    return dict(value)
 
 
 @dataclass
@@ -65,14 +116,19 @@ class AnswerScore(NamedTuple):
     prompt_tokens: int
 
 
-def answer_token_ids(tokenizer, conversation: list[dict], answer: str) -> tuple[list[int], list[int]]:
-    """The prompt's ids (chat template with the generation prompt) and the answer's ids, tokenized apart.
+def answer_token_ids(
+    tokenizer, conversation: list[dict], answer: str, chat_template_kwargs: dict | None = None
+) -> tuple[list[int], list[int]]:
+    """The prompt's ids (chat template with the generation prompt and `chat_template_kwargs`, as `chat`
+    renders it) and the answer's ids, tokenized apart.
 
     Neither part gets extra special tokens: the template already holds them (as `chat` and vLLM do it).
     """
     if not isinstance(answer, str) or not answer.strip():
         raise ValueError(f"the answer to score must be a non-empty string, got {answer!r}")
-    text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+    text = tokenizer.apply_chat_template(
+        conversation, tokenize=False, add_generation_prompt=True, **(chat_template_kwargs or {})
+    )
     prompt = list(tokenizer(text, add_special_tokens=False)["input_ids"])
     ids = list(tokenizer(answer, add_special_tokens=False)["input_ids"])
     if not prompt:

@@ -14,10 +14,14 @@
   engine does not apply).
 - `server` says what the endpoint accepts beyond the OpenAI API:
   - `vllm`: `top_k`, `min_p`, `repetition_penalty` and regex structured output
-    (`structured_outputs: {"regex": ...}`, vLLM >= 0.11) go in the request body through `extra_body`.
-  - `openai` (the plain API, hosted models): it has no `top_k` and no regex-guided decoding
-    (`response_format` takes JSON schemas only, whose output is JSON, not the prompt's format), so a
-    `top_k` > 0 or a guide is refused with a clear error instead of being silently dropped.
+    (`structured_outputs: {"regex": ...}`, vLLM >= 0.11) go in the request body through `extra_body`, and
+    so do the `llms:` entry's `chat_template_kwargs` (e.g. `{"enable_thinking": true}` for Qwen3), only
+    when there are any.
+  - `openai` (the plain API, hosted models): it has no `top_k`, no `min_p`, no regex-guided decoding
+    (`response_format` takes JSON schemas only, whose output is JSON, not the prompt's format) and no
+    chat template variables (the template is applied out of sight), so a `top_k` > 0, a `min_p` > 0, a guide
+    or `chat_template_kwargs` are refused with a clear error instead of being silently dropped; without them
+    the request holds only OpenAI API fields.
 - Token usage is recorded per call (`Generation.prompt_tokens` / `completion_tokens`, from the server's
   `usage`) and summed in `engine.usage`; `usage_cost` prices it from the `llms:` entry.
 - The API key is read from the environment variable named by `api_key_env` (default OPENAI_API_KEY) and
@@ -36,7 +40,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
 from utilanno.errors import EngineError
 
-from .base import Engine, Generation, Sampling
+from .base import Engine, Generation, Sampling, template_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +101,19 @@ class OpenAIEngine(Engine):
         backoff: float = 1.0,
         max_backoff: float = 60.0,
         jitter: float = 0.0,
+        chat_template_kwargs: dict | None = None,
     ):
         import openai
 
         if server not in SERVERS:
             raise ValueError(f"the openai engine's server must be one of {SERVERS}, got {server!r}")
+        self.chat_template_kwargs = template_kwargs(chat_template_kwargs)
+        if self.chat_template_kwargs and server == "openai":
+            raise ValueError(
+                f"chat_template_kwargs {self.chat_template_kwargs} need a server that renders the chat"
+                " template with them; the plain OpenAI API (server: openai) does not take them. Use a vLLM"
+                " server (server: vllm) or drop chat_template_kwargs for this LLM"
+            )
         if concurrency < 1 or retries < 0 or timeout <= 0 or backoff < 0 or jitter < 0:
             raise ValueError(
                 f"the openai engine needs concurrency >= 1, retries >= 0, timeout > 0, backoff >= 0 and"
@@ -158,14 +170,21 @@ class OpenAIEngine(Engine):
             "frequency_penalty": 0.0,
         }
         if self.server == "vllm":
-            extra = {"top_k": sampling.top_k, "min_p": 0.0, "repetition_penalty": 1.0}
+            extra = {"top_k": sampling.top_k, "min_p": sampling.min_p, "repetition_penalty": 1.0}
             if guide:
                 extra["structured_outputs"] = {"regex": guide}
+            if self.chat_template_kwargs:
+                extra["chat_template_kwargs"] = dict(self.chat_template_kwargs)
             kwargs["extra_body"] = extra
         else:
             if sampling.top_k is not None and sampling.top_k > 0:
                 raise ValueError(
                     f"top_k = {sampling.top_k}, but the plain OpenAI API (server: openai) has no top_k;"
+                    " drop it from the sampling settings or use a vLLM server (server: vllm)"
+                )
+            if sampling.min_p > 0:
+                raise ValueError(
+                    f"min_p = {sampling.min_p}, but the plain OpenAI API (server: openai) has no min_p;"
                     " drop it from the sampling settings or use a vLLM server (server: vllm)"
                 )
             if guide:

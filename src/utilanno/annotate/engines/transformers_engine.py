@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from .base import AnswerScore, Engine, Generation, answer_token_ids, check_pairs
+from .base import AnswerScore, Engine, Generation, answer_token_ids, check_pairs, template_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +20,7 @@ class TransformersEngine(Engine):
         batch_size: int = 8,
         device: str | None = None,
         threads: int | None = None,
+        chat_template_kwargs: dict | None = None,
     ):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -38,6 +39,7 @@ class TransformersEngine(Engine):
         self.eos = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
         self.eos.discard(None)
         self.batch_size = batch_size
+        self.chat_template_kwargs = template_kwargs(chat_template_kwargs)
         self._pieces: list[str] | None = None
 
     def chat(self, conversations, sampling, guides=None):
@@ -51,7 +53,9 @@ class TransformersEngine(Engine):
     def _batch(self, conversations, sampling, guides):
         torch = self.torch
         texts = [
-            self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
+            self.tokenizer.apply_chat_template(
+                c, tokenize=False, add_generation_prompt=True, **self.chat_template_kwargs
+            )
             for c in conversations
         ]
         # The chat template already holds every special token: tokenize without adding more (as vLLM does).
@@ -71,6 +75,8 @@ class TransformersEngine(Engine):
                 top_p=sampling.top_p,
                 top_k=sampling.top_k if sampling.top_k > 0 else None,
             )
+            if sampling.min_p > 0:
+                kwargs["min_p"] = sampling.min_p
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if any(guides):
@@ -92,7 +98,10 @@ class TransformersEngine(Engine):
 
     def answer_logprobs(self, conversations, answers):
         check_pairs(conversations, answers)
-        pairs = [answer_token_ids(self.tokenizer, c, a) for c, a in zip(conversations, answers, strict=True)]
+        pairs = [
+            answer_token_ids(self.tokenizer, c, a, self.chat_template_kwargs)
+            for c, a in zip(conversations, answers, strict=True)
+        ]
         limit = getattr(self.model.config, "max_position_embeddings", None)
         for k, (prompt, ids) in enumerate(pairs):
             if limit and len(prompt) + len(ids) > limit:

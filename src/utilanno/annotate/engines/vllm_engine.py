@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from .base import AnswerScore, Engine, Generation, answer_token_ids, check_pairs
+from .base import AnswerScore, Engine, Generation, answer_token_ids, check_pairs, template_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +22,11 @@ class VllmEngine(Engine):
         gpu_memory_utilization: float = 0.9,
         seed: int = 0,
         enforce_eager: bool = False,
+        chat_template_kwargs: dict | None = None,
     ):
         from vllm import LLM
 
+        self.chat_template_kwargs = template_kwargs(chat_template_kwargs)
         self.llm = LLM(
             model=model,
             tensor_parallel_size=max(1, gpus),
@@ -75,6 +77,7 @@ class VllmEngine(Engine):
             top_k=sampling.top_k,
             max_tokens=sampling.max_tokens,
             seed=sampling.seed,
+            min_p=sampling.min_p,
         )
         guides = guides or [None] * len(conversations)
         params = [
@@ -83,7 +86,9 @@ class VllmEngine(Engine):
             else SamplingParams(**kwargs)
             for g in guides
         ]
-        outputs = self._open().chat(conversations, params, use_tqdm=False)
+        outputs = self._open().chat(
+            conversations, params, use_tqdm=False, chat_template_kwargs=self.chat_template_kwargs or None
+        )
         return [
             Generation(o.outputs[0].text, len(o.prompt_token_ids), len(o.outputs[0].token_ids))
             for o in outputs
@@ -98,7 +103,10 @@ class VllmEngine(Engine):
 
         check_pairs(conversations, answers)
         tokenizer = self._open().get_tokenizer()
-        pairs = [answer_token_ids(tokenizer, c, a) for c, a in zip(conversations, answers, strict=True)]
+        pairs = [
+            answer_token_ids(tokenizer, c, a, self.chat_template_kwargs)
+            for c, a in zip(conversations, answers, strict=True)
+        ]
         for k, (prompt, ids) in enumerate(pairs):
             if len(prompt) + len(ids) >= self.max_model_len:  # room for the one generated token
                 raise ValueError(
