@@ -149,9 +149,7 @@ rule bm25_search:
 rule metrics:
     input:
         runs=lambda wc: [f"{RESULTS}/runs/{wc.system}/{d}.trec" for d in PLAN.eval_datasets(wc.system)],
-        qrels=lambda wc: [
-            f"{PLAN.data_dir(d)}/qrels-{PLAN.eval_split(d)}.trec" for d in PLAN.eval_datasets(wc.system)
-        ],
+        qrels=lambda wc: [q for d in PLAN.eval_datasets(wc.system) if (q := PLAN.eval_qrels(d))],
         answers=lambda wc: [
             f
             for d in PLAN.eval_datasets(wc.system)
@@ -173,8 +171,8 @@ rule metrics:
     params:
         evals=lambda wc, input: cli(
             eval=[
-                (d, r, q, int(PLAN.is_beir(d)))
-                for d, r, q in zip(PLAN.eval_datasets(wc.system), input.runs, input.qrels)
+                (d, r, PLAN.eval_qrels(d) or "-", int(PLAN.is_beir(d)))
+                for d, r in zip(PLAN.eval_datasets(wc.system), input.runs)
             ]
         ),
         answers=lambda wc: cli(

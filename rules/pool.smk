@@ -1,7 +1,7 @@
 # Candidate pools of each annotation run: human positive + hard negatives per training query, seeded order,
 # windows, shards (one folder per run: runs differ in their shard count). A run with pool_source 'mine' takes
-# its dataset's mined candidates instead (`datasets.<name>.mine`): BM25 over its queries, fused (RRF) into the
-# top `candidates` per query with no human positive (annotate.mining; the paper's App. C).
+# its dataset's mined candidates instead (`datasets.<name>.mine`): BM25 and any dense retrievers over its
+# queries, fused (RRF) into the top `candidates` per query with no human positive (annotate.mining; App. C).
 
 
 rule mine_bm25:
@@ -31,9 +31,50 @@ rule mine_bm25:
         " --depth {params.depth:q} {params.self_hits:q} --threads {threads} --out {output:q} > {log:q} 2>&1"
 
 
+rule mine_dense:
+    input:
+        model=lambda wc: PLAN.mine_retriever(wc.retriever)["inputs"],
+        corpus=lambda wc: f"{PLAN.data_dir(PLAN.corpus_owner(wc.dataset))}/corpus.parquet",
+        queries=lambda wc: f"{PLAN.data_dir(wc.dataset)}/queries-{PLAN.datasets[wc.dataset]['mine']['split']}.parquet",
+        script=script("evaluate.py"),
+    output:
+        f"{RESULTS}/mine/{{dataset}}/dense-{{retriever}}.trec",
+    log:
+        f"{LOGS}/mine_dense/{{dataset}}/{{retriever}}.log",
+    benchmark:
+        f"{BENCH}/mine_dense/{{retriever}}/{{dataset}}.tsv"
+    wildcard_constraints:
+        retriever=r"[A-Za-z0-9][A-Za-z0-9._-]*",
+    conda:
+        "../envs/train.yaml"
+    container:
+        config["containers"]["train"]
+    threads: config["evaluation"]["cpus"]
+    resources:
+        gpu=eval_resources("gpu"),
+        mem_mb=lambda wc, attempt: eval_resources("mem_mb", attempt),
+        runtime=lambda wc, attempt: eval_resources("runtime", attempt),
+    params:
+        model=lambda wc: PLAN.mine_retriever(wc.retriever)["model"],
+        options=lambda wc: cli(
+            pooling=PLAN.mine_retriever(wc.retriever)["pooling"],
+            depth=PLAN.datasets[wc.dataset]["mine"]["depth"],
+            passage_max_len=PLAN.encoding(PLAN.corpus_owner(wc.dataset))["passage_max_len"],
+            query_max_len=PLAN.encoding(wc.dataset)["query_max_len"],
+            passage_text=PLAN.encoding(PLAN.corpus_owner(wc.dataset))["passage_text"],
+            drop_self_hits=PLAN.is_beir(wc.dataset),
+            batch_size=config["evaluation"]["batch_size"],
+            gpus=config["evaluation"]["gpus"],
+        ),
+    shell:
+        "python {input.script:q} mine-dense --model {params.model:q} --corpus {input.corpus:q}"
+        " --queries {input.queries:q} {params.options:q} --threads {threads} --tag {wildcards.retriever:q}"
+        " --out {output:q} > {log:q} 2>&1"
+
+
 rule mine:
     input:
-        runs=lambda wc: [f"{PLAN.mine_dir(wc.dataset)}/bm25.trec"],
+        runs=lambda wc: PLAN.mine_runs(wc.dataset),
         queries=lambda wc: f"{PLAN.data_dir(wc.dataset)}/queries-{PLAN.datasets[wc.dataset]['mine']['split']}.parquet",
         qrels=lambda wc: PLAN.mine_qrels(wc.dataset),
         script=script("annotate.py"),

@@ -3,6 +3,7 @@
 python scripts/evaluate.py encode-corpus --model M --corpus C --shard 0 --shards 8 --out X.npy --ids X.ids
 python scripts/evaluate.py search --model M --queries Q --shard X.npy X.ids ... --queries-out Q.npy Q.ids
     --depth 1000 --tag T --out R
+python scripts/evaluate.py mine-dense --model M --corpus C --queries Q --depth 100 --tag T --out R
 python scripts/evaluate.py bm25-index --corpus corpus.parquet --out INDEX_DIR
 python scripts/evaluate.py bm25-search --index INDEX_DIR --queries queries.parquet --depth 1000 --out run.trec
 python scripts/evaluate.py metrics --eval DATASET RUN QRELS 0 ... --spec JSON --out X.parquet
@@ -12,6 +13,7 @@ python scripts/evaluate.py table --spec JSON --out results.tsv --significance si
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -121,6 +123,62 @@ def _threads(n):
         torch.set_num_threads(n)
 
 
+@cli.command("mine-dense")
+@click.option("--model", required=True, help="Retriever folder (trained here), model folder or hub id.")
+@click.option("--pooling", type=click.Choice(["cls", "mean"]), help="[default: the model's own, else cls]")
+@click.option("--corpus", required=True, type=FILE)
+@click.option("--queries", required=True, type=FILE, help="Queries table (qid, text) to mine candidates for.")
+@click.option("--depth", default=100, show_default=True)
+@click.option("--passage-max-len", type=click.IntRange(min=1), help="[default: the training length]")
+@click.option("--query-max-len", type=click.IntRange(min=1), help="[default: the training length]")
+@click.option("--passage-text", type=click.Choice(["sep", "space"]), default="sep", show_default=True)
+@click.option("--drop-self-hits", is_flag=True, help="BEIR: a hit whose id is the query's does not count.")
+@click.option("--batch-size", default=256, show_default=True)
+@click.option("--gpus", default=0, show_default=True)
+@click.option("--threads", default=None, type=int)
+@click.option("--tag", required=True, help="Run tag (the retriever's name).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False))
+def mine_dense_cmd(
+    model,
+    pooling,
+    corpus,
+    queries,
+    depth,
+    passage_max_len,
+    query_max_len,
+    passage_text,
+    drop_self_hits,
+    batch_size,
+    gpus,
+    threads,
+    tag,
+    out,
+):
+    """Candidate mining with a dense retriever: encode the whole corpus and the queries, exact search ->
+    TREC run of the top `depth` per query (the embeddings are scratch, removed after the search)."""
+    claim_gpus(gpus or 0)
+    import shutil
+    import tempfile
+
+    from utilanno.evaluate import dense as index
+    from utilanno.evaluate import runfiles as runs
+
+    _threads(threads)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".mine-dense-", dir=Path(out).parent))
+    try:
+        table = index.dense_run(
+            model, corpus, queries, depth, work, pooling, batch_size, gpus, passage_max_len, query_max_len,
+            passage_text, drop_self_hits,
+        )  # fmt: skip
+    except (ValueError, RuntimeError, OSError) as err:
+        _fail(err)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    n = runs.write_run(out, table, tag, depth)
+    log.info("%s: %d lines", out, n)
+
+
 @cli.command("bm25-index")
 @click.option("--corpus", required=True, type=FILE)
 @click.option("--threads", default=1, show_default=True)
@@ -155,7 +213,14 @@ def bm25_search_cmd(index_dir, queries, depth, threads, drop_self_hits, out):
 
 
 @cli.command("metrics")
-@click.option("--eval", "evals", required=True, multiple=True, nargs=4, help="DATASET RUN QRELS BEIR(0/1)")
+@click.option(
+    "--eval",
+    "evals",
+    required=True,
+    multiple=True,
+    nargs=4,
+    help="DATASET RUN QRELS BEIR(0/1); QRELS '-': none (answer measures only).",
+)
 @click.option(
     "--answers",
     "answer_files",
@@ -185,6 +250,8 @@ def metrics_cmd(evals, answer_files, spec_json, out):
             run = runs.read_run(run_file)
             if beir == "1":
                 run = runs.drop_self_hits(run)
+            if ir and qrels == "-":
+                raise ValueError(f"{', '.join(ir)} need qrels, and dataset {dataset!r} has none")
             parts = [metrics.evaluate(convert.read_qrels(qrels), run, ir)] if ir else []
             if top_k:
                 if dataset not in answers:

@@ -19,6 +19,7 @@ from utilanno.errors import ConfigError
 # By hand, from the published counts (BEIR paper Table 1; CQADupStack as the sum of its twelve subforums):
 # passages of MS MARCO and of the fourteen BEIR corpora the paper grid evaluates on.
 MSMARCO = 8_841_823
+NQ_DPR = 21_015_324  # DPR's psgs_w100 (ir_datasets dpr-w100 count), App. C's corpus
 BEIR = {
     "trec-covid": 171_332,
     "nfcorpus": 3_633,
@@ -54,10 +55,14 @@ def paper():
 def paper_embeddings_by_hand(config) -> float:
     """Every experiment encodes MS MARCO (dev, DL19 and DL20 share it); the experiments without their own
     `evaluate:` list (the main tables) also encode the fourteen BEIR corpora."""
-    full = [e for e in config["experiments"].values() if "evaluate" not in e]
+    exps = config["experiments"].values()
+    full = [e for e in exps if "evaluate" not in e]
+    on_msmarco = [e for e in exps if "msmarco" in e.get("evaluate", ["msmarco"])]
+    on_nq = [e for e in exps if "nq" in e.get("evaluate", [])]  # Table 9's three
     beir_passages = sum(BEIR.values())
     assert 24_000_000 < beir_passages < 26_000_000  # "25M passages" of the issue
-    return len(config["experiments"]) * MSMARCO * DIM * FP16 + len(full) * beir_passages * DIM * FP16
+    by_hand = len(on_msmarco) * MSMARCO + len(full) * beir_passages + len(on_nq) * NQ_DPR
+    return by_hand * DIM * FP16
 
 
 def test_paper_grid_embedding_disk_matches_a_hand_computation(paper):
@@ -65,7 +70,8 @@ def test_paper_grid_embedding_disk_matches_a_hand_computation(paper):
     config["evaluation"]["keep_embeddings"] = True
     est = capacity.estimate(config)
     by_hand = paper_embeddings_by_hand(config)
-    assert len(config["experiments"]) == 42 and 1.45e12 < by_hand < 1.6e12  # 42 x 13.6 GB + 25 x 38.4 GB
+    # 42 x 13.6 GB (MS MARCO) + 25 x 38.4 GB (BEIR) + 3 x 32.3 GB (NQ)
+    assert len(config["experiments"]) == 45 and 1.55e12 < by_hand < 1.7e12
     corpus = {r.rule: r for r in est.rows}["encode_corpus"]
     assert corpus.temp == 0
     # the planner adds the ids files (docid + newline per passage) and .npy headers: within 2%
@@ -85,10 +91,11 @@ def test_without_keep_embeddings_kept_excludes_them_and_peak_holds_the_largest_s
     assert paper_embeddings_by_hand(drop) <= embeddings
     assert off.kept == pytest.approx(on.kept - embeddings, rel=1e-9)
     assert off.temp >= embeddings
-    # the largest set that must exist at once: one experiment's MS MARCO embeddings (all shards + queries)
+    # the largest set that must exist at once: the NQ corpus's embeddings (21M passages: mining's or an NQ
+    # experiment's), larger than one experiment's MS MARCO ones
     (what, largest), *_ = off.largest_temp
-    assert "on msmarco" in what
-    assert MSMARCO * DIM * FP16 <= largest <= 1.02 * MSMARCO * DIM * FP16
+    assert "on nq" in what
+    assert NQ_DPR * DIM * FP16 <= largest <= 1.02 * NQ_DPR * DIM * FP16
     assert off.peak == pytest.approx(off.kept + largest)
     assert off.kept < off.peak < off.kept + off.temp
     # three sets at once: the three largest
@@ -129,7 +136,7 @@ def test_a_config_without_datasets_overrides_the_paper_grid(tmp_path):
     over.write_text("evaluation: {keep_embeddings: true}\nannotation: {msmarco: {shards: 8}}\n")
     config = capacity.load_config(over)
     assert config["evaluation"]["keep_embeddings"] is True and config["annotation"]["msmarco"]["shards"] == 8
-    assert len(config["experiments"]) == 42  # the rest is the paper grid, as the Snakefile merges it
+    assert len(config["experiments"]) == 45  # the rest is the paper grid, as the Snakefile merges it
 
 
 def test_sizes_come_from_tables_already_built(tmp_path, monkeypatch):
@@ -210,7 +217,9 @@ def test_judge_tokens_per_window_track_the_annotations_as_in_a_tiny_run(tiny_wor
     must not: the planner's (an upper bound: it assumes the pooled retrievers share no passage) is at least
     the measured one and within 30% of it."""
     monkeypatch.chdir(tiny_work)
-    est = capacity.estimate(capacity.load_config(tiny_work / "tiny.yaml"))
+    msmarco_only = capacity.load_config(tiny_work / "tiny.yaml")  # RelSel's row sums runs: MS MARCO's alone
+    del msmarco_only["annotation"]["own"], msmarco_only["experiments"]["tiny-own-relsel"]
+    est = capacity.estimate(msmarco_only)
     rows = {r.rule: r for r in est.rows}
     results = tiny_work / "results-tiny"
     judged = [json.loads(line) for line in (results / "hybrid/tiny-bert/judge/shard-0.jsonl").open()]

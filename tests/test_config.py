@@ -23,7 +23,9 @@ def raw(path=TINY) -> dict:
 
 def test_paper_grid_validates_and_covers_the_paper():
     c = cfg.load(PAPER)
-    assert len(c["sources"]) == 27  # + QnA train answers for REPLUG, + the titled passages
+    assert (
+        len(c["sources"]) == 30
+    )  # + QnA train answers for REPLUG, + the titled passages, + DPR's 3 NQ files
     beir = [d for d in c["datasets"] if d.startswith("beir-")]
     assert len([d for d in beir if "cqadupstack" not in d]) == 13
     assert len([d for d in beir if "cqadupstack" in d]) == 12
@@ -50,7 +52,7 @@ def test_paper_grid_validates_and_covers_the_paper():
     assert exps["retromae-utilsel"]["sampling"] == "pos_all" and exps["retromae-utilsel"]["loss"] == "summarg"
     assert exps["retromae-utilsel-cl20"]["curriculum"] == {"epochs": 1, "stage1_sampling": "pos_one"}
     assert {e["labels"] for e in exps.values()} >= {f"utilrank@{k}" for k in (10, 20, 30, 40, 50)}
-    assert list(c["annotation"]) == ["msmarco"]
+    assert list(c["annotation"]) == ["msmarco", "nq", "nq-dpr"]  # App. C: NQ mined + DPR's own pools
     assert c["annotation"]["msmarco"]["negatives"] == 30 and c["annotation"]["msmarco"]["window"] == 16
     assert c["training"]["learning_rate"] == 3e-5 and c["training"]["epochs"] == 2
 
@@ -251,14 +253,42 @@ def mistake(mutate):
             "'experiments.tiny-utilsel.annotator': labels 'utilsel' need an annotator, and the run has none",
         ),
         (
-            lambda c: c["annotation"].update(other=dict(c["annotation"]["msmarco"])),
-            "'experiments.tiny-human.annotation': the config has several annotation runs (msmarco,"
-            " other); name one",
+            lambda c: c["experiments"]["tiny-human"].pop("annotation"),
+            "'experiments.tiny-human.annotation': the config has several annotation runs (msmarco, own);"
+            " name one",
         ),
         (
             lambda c: c["experiments"]["tiny-human"].update(annotation="msmarc"),
             "'experiments.tiny-human.annotation': 'msmarc' is not defined in 'annotation' (did you mean"
             " 'msmarco'?)",
+        ),
+        (
+            lambda c: c["datasets"]["own"]["mine"].update(dense=["tiny-utilsl"]),
+            "'datasets.own.mine.dense.0': 'tiny-utilsl' is neither an experiment nor a backbone (did you mean"
+            " 'tiny-utilsel'?)",
+        ),
+        (
+            lambda c: c["datasets"]["own"]["mine"].update(dense=["tiny-own-relsel"]),
+            "'datasets.own.mine.dense.0': experiment 'tiny-own-relsel' trains on the candidates it would"
+            " mine (annotation run 'own'): a cycle",
+        ),
+        (
+            lambda c: c["backbones"].update({"tiny-utilsel": {"model": "x/y"}}),
+            "'datasets.own.mine.dense.0': 'tiny-utilsel' names both an experiment and a backbone",
+        ),
+        (
+            lambda c: c["datasets"]["own"].pop("qrels"),
+            "'evaluation.measures.own': nDCG@10, R@20 need qrels, and 'own' is evaluated on a split with gold"
+            " answers only",
+        ),
+        (
+            lambda c: c["experiments"]["tiny-human"].update(recipe="retromea"),
+            "'experiments.tiny-human.recipe': 'retromea' is not defined in 'training.recipes' (did you mean"
+            " 'retromae'?)",
+        ),
+        (
+            lambda c: c["training"].update(recipes={"nq": {"lerning_rate": 1e-5}}),
+            "unknown key 'training.recipes.nq.lerning_rate' (did you mean 'learning_rate'?)",
         ),
         (
             lambda c: c["annotation"].update({"bad/run": {}}),
@@ -415,11 +445,29 @@ def test_load_rejects_non_mapping_and_bad_yaml(tmp_path):
         cfg.load(tmp_path / "bad.yaml")
 
 
+def test_a_named_recipe_overrides_only_its_keys_and_only_for_its_experiments():
+    c = raw()
+    c["training"]["recipes"] = {
+        "nq": {"learning_rate": 1e-5, "epochs": 40, "group_size": 8, "passage_max_len": 156}  # App. C
+    }
+    c["experiments"]["tiny-utilsel"]["recipe"] = "nq"
+    jobs = Plan(cfg.validate(c)).trainings()
+    nq, paper = jobs["tiny-utilsel"]["settings"], jobs["tiny-human"]["settings"]
+    assert (nq["learning_rate"], nq["epochs"], nq["group_size"], nq["passage_max_len"]) == (1e-5, 40, 8, 156)
+    assert (paper["learning_rate"], paper["epochs"], paper["group_size"], paper["passage_max_len"]) == (
+        1e-4,
+        2,
+        8,
+        64,
+    )  # tests/config/tiny.yaml's training
+    assert nq["query_max_len"] == paper["query_max_len"] == 16  # not in the recipe: training's
+
+
 def test_validation_does_not_alias_defaults():
     a = cfg.validate(copy.deepcopy(raw()))
     b = cfg.validate(copy.deepcopy(raw()))
-    a["training"]["retromae_recipe"]["epochs"] = 99
-    assert b["training"]["retromae_recipe"]["epochs"] == 4
+    a["training"]["recipes"]["retromae"]["epochs"] = 99
+    assert b["training"]["recipes"]["retromae"]["epochs"] == 4
 
 
 def test_plan_paths():

@@ -97,6 +97,7 @@ def test_no_gpus_on_the_machine_means_nothing_to_claim(env, monkeypatch):
         ("annotate.py", "replug_cmd"),
         ("evaluate.py", "encode_corpus_cmd"),
         ("evaluate.py", "search_cmd"),
+        ("evaluate.py", "mine_dense_cmd"),
         ("rag.py", "generate_cmd"),
         ("train.py", "train_cmd"),
     ],

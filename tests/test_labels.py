@@ -86,7 +86,7 @@ ids = st.lists(st.text("abcdefgh", min_size=1, max_size=3), min_size=1, max_size
     pos=ids,
     neg=ids,
     size=st.integers(2, 16),
-    strategy=st.sampled_from(["human", "pos_one", "pos_all", "pos_avg"]),
+    strategy=st.sampled_from(["human", "first", "pos_one", "pos_all", "pos_avg"]),
     seed=st.integers(0, 1000),
     avg=st.floats(0, 10),
 )
@@ -98,6 +98,8 @@ def test_groups_have_the_size_and_labels_of_their_strategy(pos, neg, size, strat
     assert 1 <= sum(labs) <= size - 1 or strategy == "pos_one"  # at least one negative left (pos_one aside)
     if strategy == "human":
         assert sum(labs) == 1 and labs[0] == 1
+    if strategy == "first":  # First1LH: always the first positive, whatever the seed
+        assert sum(labs) == 1 and docs[0] == pos[0]
     if strategy == "pos_all":
         assert sum(labs) == min(len(pos), size - 1)
     if strategy == "pos_avg":

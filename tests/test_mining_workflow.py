@@ -9,7 +9,7 @@ import json
 import polars as pl
 import pytest
 import yaml
-from conftest import TINY, job_counts, snakemake, step_job_counts
+from conftest import REPO, TINY, job_counts, snakemake, step_job_counts
 
 from utilanno import capacity
 
@@ -25,7 +25,9 @@ def test_an_own_corpus_config_plans_mining_annotation_and_training(tmp_path, mon
     own = {**conf["annotation"]["msmarco"], "dataset": "beir-scifact", "pool_source": "mine"}
     conf["annotation"] = {"own": own}
     conf["experiments"] = {
-        k: v for k, v in conf["experiments"].items() if k in ("tiny-utilsel", "tiny-utilrank")
+        k: {**v, "annotation": "own"}
+        for k, v in conf["experiments"].items()
+        if k in ("tiny-utilsel", "tiny-utilrank")
     }
     conf["experiments"]["tiny-utilrank"].pop("evaluate")
     conf["rag"] = {}
@@ -67,8 +69,6 @@ def test_mined_pools_feed_the_pool_stage(tiny_copy):
         "annotator": None,
         "shards": 2,
     }
-    for exp in conf["experiments"].values():  # two runs now: each experiment names its own
-        exp["annotation"] = "msmarco"
     (tiny_copy / "tiny.yaml").write_text(yaml.safe_dump(conf, sort_keys=False))
     where = ["--configfile", str(tiny_copy / "tiny.yaml"), "--directory", str(tiny_copy), "--cores", "1"]
     target = "results-tiny/pool/scifact"
@@ -99,3 +99,92 @@ def test_mined_pools_feed_the_pool_stage(tiny_copy):
         assert sorted(shown) == sorted(want) and all(p["text"] for p in rec["passages"])
     log = (results / "logs" / "mine" / "beir-scifact.log").read_text()
     assert "mined pools:" in log
+
+
+def test_the_paper_grid_plans_app_c(tmp_path):
+    """The paper grid's NQ run (App. C, Table 9): BM25 and the MS MARCO UtilSel RetroMAE mine the NQ training
+    questions, Qwen3-32B in thinking mode annotates them in 16 shards (no UtilRank), and three RetroMAE_wiki
+    experiments train with the App. C recipe, the human one on DPR's own positives without annotation."""
+    targets = [
+        f"results/runs/{e}/nq.trec" for e in ("nq-human-first1lh", "nq-utilsel-first1lh", "nq-utilsel")
+    ]
+    config = ["--directory", str(tmp_path), "--configfile", str(REPO / "config.yaml")]
+    proc = snakemake("-n", "-p", *targets, *config)
+    out = proc.stdout + proc.stderr
+    counts = job_counts(out)
+    assert counts["mine_bm25"] == counts["mine_dense"] == counts["mine"] == 1
+    nq_jobs = {
+        s: out.count(f"wildcards: run=nq, annotator=qwen3-32b-thinking, step={s}, k=")
+        for s in ("relsel", "pseudo_answer", "utilsel", "utilrank")
+    }
+    assert nq_jobs == {"relsel": 16, "pseudo_answer": 16, "utilsel": 16, "utilrank": 0}
+    assert (
+        counts["pool"] == 3
+    )  # nq (mined), nq-dpr (DPR's pool file), msmarco (for the dense miner's training)
+    # the dense miner is the MS MARCO UtilSel retriever, trained before mining
+    assert "evaluate.py mine-dense --model results/retrievers/retromae-utilsel" in out
+    assert "--run results/mine/nq/bm25.trec --run results/mine/nq/dense-retromae-utilsel.trec" in out
+    nq = [x for x in out.splitlines() if "train.py train" in x and "retrievers/nq-" in x]
+    assert len(nq) == 3
+    for line in nq:  # App. C's recipe (PAPER-SPEC B.10)
+        for setting in (
+            '"learning_rate": 1e-05',
+            '"epochs": 40',
+            '"group_size": 8',
+            '"passage_max_len": 156',
+        ):
+            assert setting in line, line
+    human = next(x for x in nq if "retrievers/nq-human-first1lh" in x)
+    assert "labels/nq-dpr/human.parquet" in human and '"sampling": "first"' in human
+    step = next(x for x in out.splitlines() if "annotate.py step relsel" in x and "pool/nq/" in x)
+    assert '"enable_thinking": true' in step and '"temperature": 0.6' in step and "Qwen/Qwen3-32B" in step
+
+
+def test_the_tiny_own_corpus_runs_end_to_end(tiny_work):
+    """The tiny config's own corpus (no training label anywhere): BM25 and the MS MARCO UtilSel retriever mine
+    every training query, fused into exactly `candidates` distinct ids; the LLM annotates them; a retriever
+    trained on those labels is evaluated on the test queries (qrels and answers serve only there)."""
+    results = tiny_work / "results-tiny"
+    conf = yaml.safe_load((tiny_work / "tiny.yaml").read_text())
+    mine = conf["datasets"]["own"]["mine"]
+    pools = pl.read_parquet(results / "mine" / "own" / "train-pool.parquet")
+    queries = pl.read_parquet(results / "data" / "own" / "queries-train.parquet")
+    assert sorted(pools["qid"]) == sorted(queries["qid"])
+    assert (pools["negatives"].list.len() == mine["candidates"]).all()  # 160 passages allow it
+    assert (pools["negatives"].list.n_unique() == mine["candidates"]).all()  # no id twice
+    assert pools["positives"].list.len().max() == 0
+    stats = json.loads((results / "mine" / "own" / "stats.json").read_text())
+    assert (
+        stats["runs"]
+        == [
+            "results-tiny/mine/own/bm25.trec",
+            "results-tiny/mine/own/dense-tiny-utilsel.trec",
+        ]
+        and "pool_recall" not in stats
+    )  # no training qrels: nothing to report
+    for step in ("relsel", "pseudo_answer", "utilsel"):
+        s = json.loads((results / "annotate" / "own" / "tiny-qwen2" / step / "stats.json").read_text())
+        assert s["queries"] == queries.height
+        if step != "pseudo_answer":  # selections: precision and recall need a human positive, none here
+            assert s["queries_with_human_positive"] == 0 and s["precision"] is None and s["recall"] is None
+    assert not (results / "annotate" / "own" / "tiny-qwen2" / "utilrank").exists()  # not in the run's steps
+    labels = pl.read_parquet(results / "labels" / "own" / "tiny-qwen2" / "relsel.parquet")
+    assert set(labels["qid"]) <= set(queries["qid"])
+    table = pl.read_csv(results / "metrics" / "results.tsv", separator="\t")
+    own = table.filter((pl.col("system") == "tiny-own-relsel") & (pl.col("dataset") == "own"))
+    assert sorted(own["measure"]) == sorted(conf["evaluation"]["measures"]["own"])
+    assert (own["n_queries"] == 12).all()
+    assert "| tiny-own-relsel |" in (results / "report" / "index.md").read_text()
+
+
+def test_the_readme_own_corpus_example_validates_and_plans(tmp_path):
+    """docs/examples/own-corpus.yaml, the README walkthrough's config: valid, and planned as mining (BM25 and
+    one dense retriever) -> pools -> three LLM steps in 8 shards -> one training, no human label anywhere."""
+    sizes = tmp_path / "sizes.yaml"
+    sizes.write_text("datasets:\n  mycorpus: {passages: 100000, queries: {train: 1000, test: 200}}\n")
+    config = capacity.load_config(REPO / "docs" / "examples" / "own-corpus.yaml")
+    est = capacity.estimate(config, sizes=capacity.load_sizes([sizes]))
+    jobs = est.job_counts()
+    assert jobs["mine_bm25"] == jobs["mine_dense"] == jobs["mine"] == jobs["pool"] == jobs["train"] == 1
+    assert jobs["annotate"] == 3 * 8 and jobs["merge_annotations"] == 3
+    assert "train_pool" not in jobs and "replug" not in jobs

@@ -209,7 +209,10 @@ def test_an_experiment_without_a_paper_row_is_shown(made):
 
 def test_cost_in_table_17s_way(made):
     spec, _, out = made
-    cost = {r["item"]: r for r in pl.read_csv(out / "cost.tsv", separator="\t").iter_rows(named=True)}
+    table = pl.read_csv(out / "cost.tsv", separator="\t")
+    assert set(table["run"]) == {"msmarco", "nq"}  # per annotating run (nq-dpr has no annotator)
+    cost = {r["item"]: r for r in table.filter(pl.col("run") == "msmarco").iter_rows(named=True)}
+    assert cost["utilsel"]["usd_per_1k"] == pytest.approx(3.2 / 100 * 1000)
     human = 0.09 * 31
     assert cost["human"]["usd"] == pytest.approx(human * 100)
     assert cost["human"]["usd_paper_scale"] == pytest.approx(1369909.53)  # the paper's $1,369,910

@@ -127,8 +127,9 @@ def test_snakemake_report_embeds_the_page_and_the_figures(tiny_work, tmp_path):
     categories = json.loads(found.group(1))
     assert set(categories) == {"Annotate", "Evaluate", "RAG", "Report"}
     stats = [f for files in categories["Annotate"].values() for f in files]
-    assert sorted(f.split("/")[-2] for f in stats) == sorted(
-        ("relsel", "pseudo_answer", "utilsel", "utilrank")
+    assert sorted("/".join(f.split("/")[-4:-1]) for f in stats) == sorted(
+        [f"msmarco/tiny-qwen2/{s}" for s in ("relsel", "pseudo_answer", "utilsel", "utilrank")]
+        + [f"own/tiny-qwen2/{s}" for s in ("relsel", "pseudo_answer", "utilsel")]  # the own corpus's run
     )
     assert set(categories["Report"]) == {"Tables", "Figures"}
     for name in Plan.REPORT_FIGURES:

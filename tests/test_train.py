@@ -572,3 +572,18 @@ def test_bad_inputs_say_what_is_wrong(world, tmp_path):
         )
     with pytest.raises(FileNotFoundError, match="does not exist"):
         Encoder(tmp_path / "nope")
+
+
+def test_a_label_set_without_positives_says_what_it_held(world, tmp_path):
+    """An annotator that selected nothing (possible on mined pools) stops training with the label file and
+    its counts, not a bare error."""
+    labels_file = tmp_path / "none.parquet"
+    human = pl.read_parquet(world / "human.parquet")
+    human.with_columns(pl.lit(0, dtype=human["label"].dtype).alias("label")).write_parquet(labels_file)
+    n = human["qid"].n_unique()
+    with pytest.raises(
+        ValueError, match=rf"none.parquet: no training query .* \({n} queries: {n} without a positive"
+    ):
+        train(world / "tiny-bert", labels_file, [world / "shard-0.parquet"], tmp_path / "m", tmp_path / "ck",
+              tiny_settings())  # fmt: skip
+    assert not (tmp_path / "m").exists()

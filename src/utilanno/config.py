@@ -166,7 +166,7 @@ def load(path: str | Path) -> dict:
     return validate(config)
 
 
-SINGLE_POSITIVE_SAMPLINGS = ("human", "pos_one")
+SINGLE_POSITIVE_SAMPLINGS = ("human", "first", "pos_one")
 
 
 # `bm25` is the BM25 system's name in runs and metrics; `metrics` is the RAG metrics folder beside the
@@ -268,6 +268,7 @@ def _cross_check(config: dict) -> list[str]:
                 f"config key 'evaluation.measures.{dname}': {top_k[0]} (top-k answer accuracy) needs gold"
                 f" answers for the split {dname} is evaluated on (datasets.{dname}.answers)"
             )
+    out += _answers_only_problems(config)
     out += run_problems(config, datasets, ref)
     out += mining_problems(config, datasets)
     for ename, exp in config["experiments"].items():
@@ -278,6 +279,13 @@ def _cross_check(config: dict) -> list[str]:
                 " and '<name>-stage1', a curriculum's first stage, name other outputs)"
             )
         ref(f"experiments.{ename}.backbone", exp["backbone"], config["backbones"], "backbones")
+        if exp["recipe"] != "paper":
+            ref(
+                f"experiments.{ename}.recipe",
+                exp["recipe"],
+                config["training"]["recipes"],
+                "training.recipes",
+            )
         if "annotator" in exp:
             ref(f"experiments.{ename}.annotator", exp["annotator"], config["llms"], "llms")
         if (exp["labels"] == "replug") != (exp["loss"] == "replug_kl"):
@@ -353,6 +361,29 @@ def _cross_check(config: dict) -> list[str]:
             )
     for i, exp in enumerate(config["rag"]["experiments"]):
         ref(f"rag.experiments.{i}", exp, config["experiments"], "experiments")
+    return out
+
+
+def _answers_only_problems(config: dict) -> list[str]:
+    """A dataset evaluated on a split with gold answers but no qrels is scored by top-k accuracy only."""
+    plan, out = Plan(config), []
+    try:
+        evaluated = plan.eval_datasets()
+    except (KeyError, ValueError):  # a broken reference: reported elsewhere
+        return out
+    for name in evaluated:
+        try:
+            if name in plan.hybrid_sets() or plan.eval_qrels(name):
+                continue
+        except (KeyError, ValueError) as err:
+            out.append(f"config key 'datasets.{name}': {err}")
+            continue
+        ir = [m for m in plan.measures(name) if not re.fullmatch(r"Top[1-9][0-9]*", m)]
+        if ir:
+            out.append(
+                f"config key 'evaluation.measures.{name}': {', '.join(ir)} need qrels, and {name!r} is"
+                " evaluated on a split with gold answers only: give top-k accuracy measures (Top20, ...)"
+            )
     return out
 
 

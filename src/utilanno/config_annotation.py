@@ -3,6 +3,8 @@ candidate mining: what `config._cross_check` adds for the annotation stage."""
 
 from __future__ import annotations
 
+import difflib
+
 from utilanno.annotate import STEP_NEEDS
 from utilanno.dataset_specs import expand_beir
 
@@ -86,6 +88,8 @@ def mining_problems(config: dict, datasets: dict) -> list[str]:
             out.append(f"config key '{key}.split': {name} has no queries for split {ds['mine']['split']!r}")
         if ds["mine"]["depth"] < ds["mine"]["candidates"]:
             out.append(f"config key '{key}.depth': must be at least candidates ({ds['mine']['candidates']})")
+        for i, retriever in enumerate(ds["mine"]["dense"]):
+            out += _dense_problems(config, name, f"{key}.dense.{i}", retriever)
     runs = config["annotation"]
     for ename, exp in config["experiments"].items():
         rname = run_name(config, exp)
@@ -98,3 +102,27 @@ def mining_problems(config: dict, datasets: dict) -> list[str]:
                     " candidates, which have no human labels"
                 )
     return out
+
+
+def _dense_problems(config: dict, dataset: str, key: str, retriever: str) -> list[str]:
+    """A dense mining retriever: exactly one experiment or backbone of that name, and not an experiment that
+    trains on candidates mined with it (a cycle)."""
+    experiments, backbones = config["experiments"], config["backbones"]
+    if retriever in experiments and retriever in backbones:
+        return [f"config key '{key}': {retriever!r} names both an experiment and a backbone; rename one"]
+    if retriever in backbones:
+        return []
+    if retriever not in experiments:
+        known = sorted(experiments) + sorted(backbones)
+        close = difflib.get_close_matches(retriever, known, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return [f"config key '{key}': {retriever!r} is neither an experiment nor a backbone{hint}"]
+    runs = config["annotation"]
+    run = run_name(config, experiments[retriever])
+    cycle = run in runs and runs[run]["pool_source"] == "mine" and runs[run]["dataset"] == dataset
+    if cycle:
+        return [
+            f"config key '{key}': experiment {retriever!r} trains on the candidates it would mine"
+            f" (annotation run {run!r}): a cycle"
+        ]
+    return []

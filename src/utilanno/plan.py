@@ -69,6 +69,23 @@ class Plan(EvaluationPlan):
     def mine_dir(self, dataset: str) -> str:
         return f"{self.results}/mine/{dataset}"
 
+    def mine_runs(self, dataset: str) -> list[str]:
+        """The runs a dataset's mining fuses: BM25's, then each dense retriever's (`mine.dense`, in order)."""
+        d = self.mine_dir(dataset)
+        return [f"{d}/bm25.trec"] + [
+            f"{d}/dense-{name}.trec" for name in self.datasets[dataset]["mine"]["dense"]
+        ]
+
+    def mine_retriever(self, name: str) -> dict:
+        """A dense mining retriever: an experiment's trained folder (its own pooling), or a backbone's model
+        and pooling; `inputs`: what the job waits for (the trained folder, or a model the workflow builds)."""
+        if name in self.config["experiments"]:
+            folder = self.retriever_dir(name)
+            return {"model": folder, "pooling": None, "inputs": [folder]}
+        bb = self.config["backbones"][name]
+        model = self.resolve(bb["model"])
+        return {"model": model, "pooling": bb["pooling"], "inputs": self.model_inputs(model)}
+
     def mine_qrels(self, dataset: str) -> list[str]:
         """The mined split's qrels, when the dataset has them: only to report the pools' recall."""
         split = self.datasets[dataset]["mine"]["split"]
@@ -276,9 +293,9 @@ class Plan(EvaluationPlan):
 
     def _settings(self, exp: dict, stage: int) -> dict:
         t = self.config["training"]
+        if exp["recipe"] != "paper":  # a named recipe overrides some training keys
+            t = {**t, **t["recipes"][exp["recipe"]]}
         rate, epochs = t["learning_rate"], t["epochs"]
-        if exp["recipe"] == "retromae":
-            rate, epochs = t["retromae_recipe"]["learning_rate"], t["retromae_recipe"]["epochs"]
         cl = exp.get("curriculum")
         if stage == 2:
             loss, sampling, epochs = "singlelh", "human", cl["epochs"]

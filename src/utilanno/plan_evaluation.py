@@ -95,16 +95,26 @@ class EvaluationPlan:
         return out
 
     def eval_split(self, dataset: str) -> str:
-        """The split a dataset is evaluated on: its one non-training split with queries and qrels."""
+        """The split a dataset is evaluated on: its one non-training split with queries and qrels or gold
+        answers (DPR's NQ test has answers only: top-k accuracy)."""
         if dataset in self.hybrid_sets():
             return "test"
         ds = self.datasets[dataset]
-        splits = [s for s in ds.get("queries", {}) if s != "train" and s in ds.get("qrels", {})]
+        judged = {**ds.get("qrels", {}), **ds.get("answers", {})}
+        splits = [s for s in ds.get("queries", {}) if s != "train" and s in judged]
         if len(splits) != 1:
             raise ValueError(
-                f"dataset {dataset!r}: expected one evaluation split with queries and qrels, have {splits}"
+                f"dataset {dataset!r}: expected one evaluation split with queries and qrels or answers,"
+                f" have {splits}"
             )
         return splits[0]
+
+    def eval_qrels(self, dataset: str) -> str | None:
+        """The qrels of a dataset's evaluation split; None when it has only gold answers."""
+        split = self.eval_split(dataset)
+        if dataset not in self.hybrid_sets() and split not in self.datasets[dataset].get("qrels", {}):
+            return None
+        return f"{self.data_dir(dataset)}/qrels-{split}.trec"
 
     def systems(self) -> list[str]:
         """Every evaluated system, sorted by name (a merely reordered config must not change any param)."""

@@ -159,6 +159,7 @@ class _Planner(EvalCosts):
     def run(self, concurrency: int) -> Estimate:
         self.data()
         self.mine()
+        self.mine_dense()
         self.pool()
         self.annotate()
         self.replug()

@@ -14,6 +14,49 @@ from utilanno.errors import ConfigError
 class EvalCosts(RuleCosts):
     """Label sets and training, the evaluation rules and RAG, on top of `RuleCosts`."""
 
+    # dense candidate mining -----------------------------------------------------------------------------
+    def mine_dense(self) -> None:
+        """One job per (mined dataset, dense retriever): the whole corpus and the mined split's queries
+        encoded, exact search to `depth` (embeddings are scratch inside the job)."""
+        ev, peak = self.config["evaluation"], self.rates["gpu"]["peak_tflops"] * 1e12
+        tpw, t = self.text["encoder_tokens_per_word"], self.config["training"]
+        for ds in sorted(
+            d for d in {r["dataset"] for r in self.plan.runs().values()} if "mine" in self.plan.datasets[d]
+        ):
+            if not any(self.plan.mined(r) and a["dataset"] == ds for r, a in self.plan.runs().items()):
+                continue
+            mine, s = self.plan.datasets[ds]["mine"], self.sizes[ds]
+            corpus = self.sizes[self.plan.corpus_owner(ds)]
+            n = int(s.queries.get(mine["split"], 0))
+            for name in mine["dense"]:
+                key = (
+                    f"backbones.{self.config['experiments'][name]['backbone']}.model"
+                    if name in self.config["experiments"]
+                    else f"backbones.{name}.model"
+                )
+                info = self.model(self.config["backbones"][key.split(".")[1]]["model"], key)
+                passages = corpus.passages or 0
+                tokens = passages * min(t["passage_max_len"], corpus.words * tpw + 3)
+                tokens += n * min(t["query_max_len"], s.query_words * tpw + 3)
+                flops = 2 * info["params"] * tokens + 2 * n * passages * (info.get("dim") or 768)
+                r = self.row("mine_dense")
+                r.jobs += 1
+                r.gpus.add(ev["gpus"])
+                if ev["gpus"] > 0:
+                    wall = flops / (peak * self.rates["utilisation"]["encode"]) / ev["gpus"]
+                    wall += self.rates["startup_s"]["encode"]
+                    r.gpu_hours += wall * ev["gpus"] / 3600
+                else:
+                    core_s = flops / (self.rates["cpu"]["transformer_gflops_per_core"] * 1e9)
+                    wall = core_s / ev["cpus"]
+                    r.cpu_hours += core_s / 3600
+                r.job_hours = max(r.job_hours, wall / 3600)
+                r.kept += n * min(mine["depth"], passages) * (8 + corpus.docid_chars + 8 + 10 + len(name))
+                # the job's scratch embeddings: corpus and queries in float16, removed when it ends
+                scratch = (passages + n) * (info.get("dim") or 768) * 2
+                r.temp += scratch
+                self.add_temp(f"mining embeddings of {name} on {ds}", scratch)
+
     # REPLUG scoring (label utilities) -------------------------------------------------------------------
     def replug(self) -> None:
         for run in self.plan.replug_runs():

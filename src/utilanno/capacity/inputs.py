@@ -152,7 +152,8 @@ def canonical_key(name: str, raw: dict) -> str:
 
 def tiny_world_sizes(tw: dict) -> dict:
     """Sizes of the tiny world's datasets, as `utilanno.testing.tinyworld.generate` makes them from its
-    parameters (BEIR sets: 160 passages and 24 judged test queries each; NQ-open covers 2/3 of them)."""
+    parameters (BEIR sets: 160 passages and 24 judged test queries each; NQ-open covers 2/3 of them; the
+    own corpus: 160 passages)."""
     p = tw.get("passages", 1200)
     tq, dq, lq = tw.get("train_queries", 64), tw.get("dev_queries", 40), tw.get("dl_queries", 8)
     common = {"words": 22.0, "docid_chars": 6.0, "query_words": 5.4, "source": "tiny world parameters"}
@@ -178,6 +179,9 @@ def tiny_world_sizes(tw: dict) -> dict:
             if name in ("nq", "hotpotqa"):
                 entry["answers"] = {"test": 16 if name == "nq" else 24}
             out[f"beir/{folder}"] = entry
+    # the own corpus (tinyworld._own_corpus): 24 unlabelled training queries, 12 test queries with answers
+    out["own"] = {**common, "passages": 160, "queries": {"train": 24, "test": 12}, "qrels": {"test": 12}}
+    out["own"]["answers"] = {"test": 12}
     return out
 
 

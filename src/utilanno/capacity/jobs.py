@@ -23,6 +23,7 @@ STAGES = {
     "answers": "data",
     "train_pool": "data",
     "mine_bm25": "pool",
+    "mine_dense": "pool",
     "mine": "pool",
     "pool": "pool",
     "annotate": "annotate",
@@ -117,7 +118,10 @@ class RuleCosts:
 
     def completion(self, prompt_name: str, llm: dict) -> float:
         ct = self.rates["completion_tokens"]
-        return min(float(ct.get(prompt_name, ct["default"])), float(llm["sampling"]["max_tokens"]))
+        tokens = float(ct.get(prompt_name, ct["default"]))
+        if (llm.get("chat_template_kwargs") or {}).get("enable_thinking"):  # reasoning before the answer
+            tokens += float(ct.get("thinking", 0))
+        return min(tokens, float(llm["sampling"]["max_tokens"]))
 
     def prompt(self, path: str):
         p = Path(path)

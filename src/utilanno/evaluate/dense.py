@@ -71,9 +71,11 @@ def encode_corpus(
     gpus: int = 0,
     max_len: int | None = None,
     passage_text: str = "sep",
+    pooling: str | None = None,
 ) -> int:
     """Encode one shard of a corpus table (docid, title, text) with a trained retriever, `max_len` tokens
-    per passage (None: the length it was trained with) in the `passage_text` style (encoder.passage_text)."""
+    per passage (None: the length it was trained with) in the `passage_text` style (encoder.passage_text).
+    `pooling` overrides the model's own (a backbone that was never trained here)."""
     from utilanno.train.encoder import Encoder, encode, read_settings
 
     n = tables.scan_parquet(corpus).select(pl.len()).collect().item()
@@ -82,7 +84,7 @@ def encode_corpus(
     part = tables.scan_parquet(corpus).select("docid", "title", "text").slice(start, end - start).collect()
     settings = read_settings(model_dir)
     device = _device(gpus)
-    enc = Encoder(model_dir).to(device)
+    enc = Encoder(model_dir, pooling).to(device)
     length = enc.max_len(max_len or settings.get("passage_max_len", 140))
     texts = [enc.passage(t, x, passage_text) for t, x in zip(part["title"], part["text"], strict=True)]
     emb = encode(
@@ -111,13 +113,14 @@ def encode_queries(
     batch_size: int = 256,
     gpus: int = 0,
     max_len: int | None = None,
+    pooling: str | None = None,
 ) -> int:
     """Encode a queries table (qid, text), `max_len` tokens each (None: the length it was trained with)."""
     from utilanno.train.encoder import Encoder, encode, read_settings
 
     table = tables.read_parquet(queries, columns=["qid", "text"])
     device = _device(gpus)
-    enc = Encoder(model_dir).to(device)
+    enc = Encoder(model_dir, pooling).to(device)
     length = enc.max_len(max_len or read_settings(model_dir).get("query_max_len", 32))
     emb = encode(
         enc, table["text"].to_list(), length, batch_size, device, desc="queries", autocast_dtype=_amp(device)
@@ -210,3 +213,29 @@ def search(
         table.height,
     )
     return table
+
+
+def dense_run(
+    model,
+    corpus: str | Path,
+    queries: str | Path,
+    depth: int,
+    work: str | Path,
+    pooling: str | None = None,
+    batch_size: int = 256,
+    gpus: int = 0,
+    passage_max_len: int | None = None,
+    query_max_len: int | None = None,
+    passage_text: str = "sep",
+    drop_self_hits: bool = False,
+) -> pl.DataFrame:
+    """Top-`depth` passages of the whole corpus per query with one encoder (candidate mining): the corpus and
+    the queries encoded into `work` (one shard), then exact search. Returns (qid, docid, score)."""
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    c_npy, c_ids, q_npy, q_ids = (
+        work / n for n in ("corpus.npy", "corpus.ids", "queries.npy", "queries.ids")
+    )
+    encode_corpus(model, corpus, 0, 1, c_npy, c_ids, batch_size, gpus, passage_max_len, passage_text, pooling)
+    encode_queries(model, queries, q_npy, q_ids, batch_size, gpus, query_max_len, pooling)
+    return search([(c_npy, c_ids)], q_npy, q_ids, depth, drop_self_hits=drop_self_hits)

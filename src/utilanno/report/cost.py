@@ -29,6 +29,7 @@ FOLDERS = {
     "corpus": ("data", None),
     "pool": ("pool", None),
     "mine_bm25": ("pool", None),
+    "mine_dense": ("pool", "mine"),
     **{step: ("annotate", "run-llm") for step in STEPS},
     "replug": ("train", "run-llm"),
     "labels": ("train", None),
@@ -71,6 +72,9 @@ def _gpus(config: dict, how: str | None, parts: tuple[str, ...]) -> int | None:
         return llms[judge]["gpus"] if judge in llms else None
     if how == "generator":
         return llms[parts[1]]["gpus"] if len(parts) > 1 and parts[1] in llms else None
+    if how == "mine":
+        known = parts[0] in config.get("experiments", {}) or parts[0] in config.get("backbones", {})
+        return config["evaluation"]["gpus"] if known else None
     if how == "eval":
         return config["evaluation"]["gpus"] if parts[0] in config.get("experiments", {}) else None
     if how == "train":

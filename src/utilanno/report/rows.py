@@ -55,14 +55,23 @@ ROW_SETTINGS: dict[str, dict] = {
         for p, f in [("exclusion", 20), ("exclusion", 30), ("inclusion", 20)]
     },
     **{f"utilrank@{k}": {"labels": f"utilrank@{k}"} for k in (10, 20, 30, 40, 50)},
+    # Table 9 (App. C): trained on NQ, annotated by Qwen3-32B in thinking mode; First1LH = SingleLH on the
+    # first positive (sampling 'first')
+    "nq-human-first1lh": {**_HUMAN, "sampling": "first", "dataset": "nq"},
+    **{
+        f"nq-utilsel-{loss}": {
+            "labels": "utilsel",
+            "loss": "singlelh" if loss == "first1lh" else "summarg",
+            "sampling": "first" if loss == "first1lh" else "pos_all",
+            "annotator": "qwen3-32b-thinking",
+            "dataset": "nq",
+        }
+        for loss in ("first1lh", "summarg")
+    },
 }
 # Paper rows no experiment of the grid can reproduce, and why (checked before the settings).
 NOT_CONFIGURED = {
     "replug-human": "REPLUG (Human) is a v2-only row (human-label warm-up, then the KL loss); not configured",
-    **{
-        k: "not configured: needs NQ training data (issue 16)"
-        for k in ("nq-human-first1lh", "nq-utilsel-first1lh", "nq-utilsel-summarg")
-    },
 }
 
 
@@ -84,6 +93,7 @@ def row_settings(row: str, backbone: str, loss: str | None = None) -> dict[str, 
     s = {**ROW_SETTINGS[row], **({"loss": loss} if loss else {})}
     llm_labels = s["labels"] not in ("human", "replug")
     return {
+        "dataset": s.get("dataset", "msmarco"),
         "backbone": backbone,
         "labels": s["labels"],
         "annotator": s.get("annotator", PAPER_ANNOTATOR) if llm_labels else None,
@@ -113,15 +123,22 @@ def annotators(config: dict) -> list[str]:
     return sorted(n for n in names if n)
 
 
-def _annotator(config: dict, exp: dict) -> str | None:
-    """An experiment's annotator: its own, or its run's (the only run when it names none)."""
+def _run(config: dict, exp: dict) -> str | None:
+    """An experiment's annotation run: its own, or the config's only run."""
     runs = config.get("annotation", {})
-    run = exp.get("annotation") or (next(iter(runs)) if len(runs) == 1 else None)
-    return exp.get("annotator") or (runs.get(run) or {}).get("annotator")
+    return exp.get("annotation") or (next(iter(runs)) if len(runs) == 1 else None)
+
+
+def _annotator(config: dict, exp: dict) -> str | None:
+    """An experiment's annotator: its own, or its run's."""
+    return exp.get("annotator") or (config.get("annotation", {}).get(_run(config, exp)) or {}).get(
+        "annotator"
+    )
 
 
 def experiment_settings(config: dict, name: str) -> dict[str, Any]:
-    """An experiment's settings in the form of `row_settings`, in the paper's names (`stand_ins`): a
+    """An experiment's settings in the form of `row_settings`, in the paper's names (`stand_ins`; `dataset`:
+    what it trains on, its annotation run's dataset): a
     curriculum's group sampling is its stage 1 sampling, REPLUG's KL loss has none, and human and REPLUG
     labels have no annotator."""
     exp = config["experiments"][name]
@@ -130,7 +147,10 @@ def experiment_settings(config: dict, name: str) -> dict[str, Any]:
     llm_labels = exp["labels"] not in ("human", "replug")
     sampling = curriculum.get("stage1_sampling", "pos_one") if curriculum else exp.get("sampling", "pos_all")
     annotator = _annotator(config, exp)
+    runs = config.get("annotation", {})
+    trained_on = (runs.get(_run(config, exp)) or {}).get("dataset")
     return {
+        "dataset": named.get(trained_on, trained_on),
         "backbone": named.get(exp["backbone"], exp["backbone"]),
         "labels": exp["labels"],
         "annotator": named.get(annotator, annotator) if llm_labels else None,

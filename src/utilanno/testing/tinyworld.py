@@ -17,6 +17,9 @@ Files (relative to the output folder), named as the official downloads:
   beir/<name>.zip <name>/corpus.jsonl, queries.jsonl, qrels/test.tsv (cqadupstack: forums)
   nq/NQ-open.dev.jsonl                 {"question", "answer": [...]}
   hotpotqa/hotpot_dev_distractor_v1.json
+  own/own-corpus.zip                   a researcher's own corpus (issue 16): corpus.jsonl, queries.jsonl
+                                       (training queries, no labels), test/queries.jsonl, test/qrels.tsv,
+                                       test/answers.jsonl ({"question", "answer": [...]}): for evaluation only
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ def files(beir: list[str]) -> list[str]:
         out.append("nq/NQ-open.dev.jsonl")
     if "hotpotqa" in beir:
         out.append("hotpotqa/hotpot_dev_distractor_v1.json")
-    return out
+    return out + ["own/own-corpus.zip"]
 
 
 @dataclass
@@ -321,7 +324,35 @@ def generate(
                 ]
                 put("hotpotqa/hotpot_dev_distractor_v1.json", json.dumps(hp).encode())
         put(f"beir/{name}.zip", _zip(members))
+    put("own/own-corpus.zip", _own_corpus(seed, topics))
     return written
+
+
+def _own_corpus(seed: int, topics: int, train: int = 24, test: int = 12) -> bytes:
+    """A corpus with unlabelled training queries (no qrels: candidates must be mined, labels come from the
+    LLM) and test queries with qrels and answers, in BEIR's JSONL layout."""
+    w = World(seed * 1000 + hash_name("own"), max(4, topics // 4), 160)
+    corpus = "".join(
+        json.dumps({"_id": f"doc{i}", "title": p.title, "text": p.text}) + "\n"
+        for i, p in enumerate(w.passages)
+    )
+    picks = list(range(len(w.passages)))
+    w.rng.shuffle(picks)
+    queries = [(f"q{j}", w.question(w.passages[i], j), i) for j, i in enumerate(picks[: train + test])]
+    jsonl = lambda rows: "".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t, _ in rows)  # noqa: E731
+    return _zip(
+        {
+            "corpus.jsonl": corpus,
+            "queries.jsonl": jsonl(queries[:train]),
+            "test/queries.jsonl": jsonl(queries[train:]),
+            "test/qrels.tsv": "query-id\tcorpus-id\tscore\n"
+            + "".join(f"{q}\tdoc{i}\t1\n" for q, _, i in queries[train:]),
+            "test/answers.jsonl": "".join(
+                json.dumps({"question": t, "answer": [w.passages[i].answer]}) + "\n"
+                for _, t, i in queries[train:]
+            ),
+        }
+    )
 
 
 def hash_name(name: str) -> int:

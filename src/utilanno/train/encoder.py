@@ -59,7 +59,8 @@ class Encoder(torch.nn.Module):
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
 
-        if not Path(model_dir).is_dir():
+        local = str(model_dir).startswith(("/", ".", "~")) or str(model_dir).count("/") > 1
+        if local and not Path(model_dir).is_dir():  # else a hub id: transformers resolves it (and its cache)
             raise FileNotFoundError(f"encoder model folder {model_dir} does not exist")
         settings = read_settings(model_dir)
         self.pooling = pooling or settings.get("pooling", "cls")

@@ -93,6 +93,9 @@ def sample_group(
     """A query's group of `size` passages and their labels, or None when the query has no positive.
 
     - human (also Rand1LH): one positive drawn at random, the rest negatives;
+    - first (First1LH, App. C): the query's first positive in label-set order (a human set: the pool file's
+      first positive, as DPR trains on positive_ctxs[0]; an LLM set: the LLM's first selected), the rest
+      negatives;
     - pos_one: one positive, the rest drawn from the other positives and the negatives (any positive drawn
       keeps its label 1, as the released code's teacher scores do);
     - pos_all: every positive (at most size - 1, so that at least one negative remains), the rest negatives;
@@ -105,6 +108,8 @@ def sample_group(
         raise ValueError("a group needs at least one negative")
     if strategy == "human":
         chosen = [rng.choice(positives)]
+    elif strategy == "first":
+        chosen = [positives[0]]
     elif strategy == "pos_one":
         first = rng.choice(positives)
         others = [d for d in positives if d != first] + negatives

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from utilanno.train import losses
 
 HARD_LOSSES = ("singlelh", "rand1lh", "jointlh", "summarg")
-SAMPLINGS = ("human", "pos_one", "pos_all", "pos_avg")
+SAMPLINGS = ("human", "first", "pos_one", "pos_all", "pos_avg")
 
 
 @dataclass
@@ -61,6 +61,8 @@ class Settings:
                 raise ValueError(f"{key} must be >= 1")
         if self.sampling not in SAMPLINGS:
             raise ValueError(f"unknown sampling {self.sampling!r} (expected one of {SAMPLINGS})")
-        if self.loss in ("singlelh", "rand1lh") and self.sampling not in ("human", "pos_one"):
+        if self.loss in ("singlelh", "rand1lh") and self.sampling not in ("human", "first", "pos_one"):
             # SingleLH/Rand1LH score the group's first passage, the one drawn positive, as its only positive
-            raise ValueError(f"loss {self.loss} needs sampling 'human' or 'pos_one' (one drawn positive)")
+            raise ValueError(
+                f"loss {self.loss} needs sampling 'human', 'first' or 'pos_one' (one positive in front)"
+            )

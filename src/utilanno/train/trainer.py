@@ -170,6 +170,12 @@ def train(
     soft = s.loss == "replug_kl"
     texts, passages = load_pool_texts(pool_files)
     queries, counts = load_queries(labels_file, texts, soft)
+    if not queries:  # e.g. an annotator that selected nothing: say what the label set held
+        raise ValueError(
+            f"{labels_file}: no training query with both a positive and a negative"
+            f" ({counts['queries_in']} queries: {counts['no_positive']} without a positive,"
+            f" {counts['no_negative']} without a negative, {counts['no_text']} without a text in the pools)"
+        )
     avg_pos = sum(len(q.positives) for q in queries) / len(queries) if queries and not soft else None
     per_device = local_batch(s, world)
     batches = Batches(queries, per_device * world, s.epochs, s.seed)
