@@ -275,3 +275,31 @@ def test_a_config_without_rag_still_reports(made, tmp_path):
     assert cell(cells, "t2-retromae", "human", "msmarco", "RR@10")["ours"] == pytest.approx(37.1)
     stages = pl.read_csv(tmp_path / "out" / "stages.tsv", separator="\t")
     assert stages.row(0, named=True)["gpu_h"] == pytest.approx(450 * 8 / 3600, rel=1e-4)
+
+
+def test_a_mined_runs_human_cost_counts_its_candidates():
+    """Human judgements of a mined run cover its candidates (10 here), not the paper's 31; the paper-scale
+    column keeps the paper's 31 passages x 491,007 queries."""
+    from utilanno.report import cost
+
+    config = {
+        "annotation": {"own": {"annotator": "m"}, "msmarco": {"annotator": "m"}},
+        "llms": {"m": {"gpus": 1}},
+        "report": {
+            "gpu_price_per_hour": 0.8,
+            "human_price_per_judgement": 0.09,
+            "human_passages_per_query": 31,
+        },
+        "mined_pool_sizes": {"own": 10},
+    }
+    stats = {("own", "m", "relsel"): {"queries": 24}, ("msmarco", "m", "relsel"): {"queries": 64}}
+    bench = pl.DataFrame(schema=cost.BENCHMARKS)
+    rows = {
+        (r["run"], r["item"]): r
+        for r in cost.annotation_cost(config, bench, stats, 491007).iter_rows(named=True)
+    }
+    assert rows[("own", "human")]["usd"] == pytest.approx(0.09 * 10 * 24)
+    assert rows[("own", "human")]["usd_per_1k"] == pytest.approx(0.09 * 10 * 1000)
+    assert rows[("msmarco", "human")]["usd"] == pytest.approx(0.09 * 31 * 64)
+    assert rows[("own", "human")]["usd_paper_scale"] == pytest.approx(0.09 * 31 * 491007)
+    assert "10 passages" in rows[("own", "human")]["method"]

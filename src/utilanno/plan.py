@@ -412,6 +412,12 @@ class Plan(EvaluationPlan):
             "replug": {"scorer": (c.get("replug") or {}).get("scorer")},
             "llms": {n: {k: v for k, v in llm.items() if k in llm_keys} for n, llm in c["llms"].items()},
             "report": c["report"],
+            # passages a human would judge per query of a mined run (its candidates; else report's figure)
+            "mined_pool_sizes": {
+                r: self.datasets[run["dataset"]]["mine"]["candidates"]
+                for r, run in sorted(self.runs().items())
+                if self.mined(r)
+            },
         }
         spec = {**self.report_inputs(), "config": used, "benchmarks": f"{self.results}/benchmarks"}
         return json.dumps({**spec, "out": self.report_dir()}, sort_keys=True)

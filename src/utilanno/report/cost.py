@@ -178,15 +178,16 @@ def annotation_cost(
         step_stats = {step: s for (r, a, step), s in stats.items() if (r, a) == (run, annotator)}
         queries = max((s.get("queries", 0) for s in step_stats.values()), default=0)
 
+        # a mined run's pools hold its candidates: a human would judge those (the paper's scale keeps its 31)
+        passages = (config.get("mined_pool_sizes") or {}).get(run, report["human_passages_per_query"])
         human = _cost_row(
             run,
             queries,
             "human",
             0.0,
-            human_unit * queries,
+            report["human_price_per_judgement"] * passages * queries,
             human_unit * paper_queries,
-            f"${report['human_price_per_judgement']} per judgement x "
-            f"{report['human_passages_per_query']} passages x queries",
+            f"${report['human_price_per_judgement']} per judgement x {passages} passages x queries",
         )
         out = [human]
         mine = bench.filter((pl.col("owner") == annotator) & (pl.col("run") == run))
