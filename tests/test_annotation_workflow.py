@@ -40,12 +40,13 @@ def test_every_step_has_outputs_and_statistics(tiny_work):
 @pytest.mark.parametrize(
     "step, expected",
     [
-        ("utilsel", {"utilsel": 2, "merge_annotations": 1}),
+        ("utilsel", {"utilsel": 3, "merge_annotations": 2}),
         ("utilrank", {"utilrank": 2, "merge_annotations": 1}),
-        ("pseudo_answer", {"pseudo_answer": 2, "utilsel": 2, "utilrank": 2, "merge_annotations": 3}),
-        ("relsel", {"relsel": 2, "pseudo_answer": 2, "utilsel": 2, "utilrank": 2, "merge_annotations": 4}),
+        ("pseudo_answer", {"pseudo_answer": 3, "utilsel": 3, "utilrank": 2, "merge_annotations": 5}),
+        ("relsel", {"relsel": 3, "pseudo_answer": 3, "utilsel": 3, "utilrank": 2, "merge_annotations": 7}),
     ],
-    # annotation jobs by step (one rule, `annotate`, runs every step); merges in total
+    # annotation jobs by step (one rule, `annotate`, runs every step); merges in total. Both runs read the
+    # same prompt files: MS MARCO's 2 shards and the own corpus's 1 (which has no UtilRank)
 )
 def test_editing_a_prompt_reruns_exactly_its_step_and_dependants(tiny_copy, step, expected):
     where = ["--configfile", str(tiny_copy / "tiny.yaml"), "--directory", str(tiny_copy)]

@@ -23,8 +23,9 @@ def tiny(tiny_work):
 def test_every_system_has_a_run_and_metrics_on_every_dataset(tiny):
     results, p, cfg = tiny
     datasets = p.eval_datasets()
-    assert len(datasets) == 9 and "beir-cqadupstack-gis" in datasets
-    assert datasets[-1] == "msmarco-hybrid-tiny-bert"  # the Hybrid Test's set, after the configured ones
+    assert len(datasets) == 10 and "beir-cqadupstack-gis" in datasets
+    # the Hybrid Test's set after the configured ones, then the own corpus (an experiment's `evaluate:` only)
+    assert datasets[-2:] == ["msmarco-hybrid-tiny-bert", "own"]
     assert p.systems() == [*sorted(cfg["experiments"]), "bm25"]  # by name: reordering changes nothing
     in_domain = ["msmarco", "dl19", "dl20", "msmarco-hybrid-tiny-bert"]
     assert p.eval_datasets("tiny-utilrank") == p.eval_datasets("tiny-utilsel-cl50") == in_domain
@@ -48,10 +49,12 @@ def test_results_table_has_groups_and_significance_marks(tiny):
     datasets = p.eval_datasets() + ["cqadupstack", "beir"]
     for system in p.systems():  # BM25 too: every system evaluated on BEIR has the BEIR average row
         mine = set(table.filter(pl.col("system") == system)["dataset"])
-        if system in ("tiny-utilrank", "tiny-utilsel-cl50"):  # their own `evaluate:` lists: in-domain only
+        if system in ("tiny-utilrank", "tiny-utilsel-cl50", "tiny-own-relsel"):  # their own `evaluate:` lists
             assert mine == set(p.eval_datasets(system))
-        else:
+        elif system == "bm25":  # every evaluated dataset
             assert mine == set(datasets)
+        else:  # evaluation.datasets and the Hybrid Test's set
+            assert mine == set(datasets) - {"own"}
     bm25 = table.filter((pl.col("system") == "bm25") & (pl.col("measure") == "nDCG@10"))
     value = dict(zip(bm25["dataset"], bm25["value"], strict=True))
     forums = [v for d, v in value.items() if d.startswith("beir-cqadupstack")]
@@ -110,7 +113,7 @@ def test_hybrid_test_judges_the_pool_and_scores_every_system(tiny):
     assert human.join(gold, on=["qid", "docid"], how="anti").is_empty()  # every human positive is gold
     table = pl.read_csv(results / "metrics/results.tsv", separator="\t")
     mine = table.filter(pl.col("dataset") == hybrid_set)
-    assert set(mine["system"]) == set(p.systems())
+    assert set(mine["system"]) == set(p.systems()) - {"tiny-own-relsel"}  # evaluated on its own corpus only
     assert set(mine["measure"]) == set(cfg["hybrid"]["measures"])
     sig = pl.read_csv(
         results / "metrics/significance.tsv", separator="\t", schema_overrides={"mark": pl.String}

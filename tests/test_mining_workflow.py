@@ -141,7 +141,7 @@ def test_the_paper_grid_plans_app_c(tmp_path):
 
 
 def test_the_tiny_own_corpus_runs_end_to_end(tiny_work):
-    """The tiny config's own corpus (no training label anywhere): BM25 and the MS MARCO UtilSel retriever mine
+    """The tiny config's own corpus (no training label anywhere): BM25 and the tiny BERT backbone mine
     every training query, fused into exactly `candidates` distinct ids; the LLM annotates them; a retriever
     trained on those labels is evaluated on the test queries (qrels and answers serve only there)."""
     results = tiny_work / "results-tiny"
@@ -158,7 +158,7 @@ def test_the_tiny_own_corpus_runs_end_to_end(tiny_work):
         stats["runs"]
         == [
             "results-tiny/mine/own/bm25.trec",
-            "results-tiny/mine/own/dense-tiny-utilsel.trec",
+            "results-tiny/mine/own/dense-tiny-bert.trec",
         ]
         and "pool_recall" not in stats
     )  # no training qrels: nothing to report

@@ -544,7 +544,7 @@ def test_replug_settings_from_the_paper_config():
 
 
 def test_bad_inputs_say_what_is_wrong(world, tmp_path):
-    with pytest.raises(ValueError, match="sampling 'human' or 'pos_one'"):
+    with pytest.raises(ValueError, match="sampling 'human', 'first' or 'pos_one'"):
         tiny_settings(sampling="pos_all")
     with pytest.raises(ValueError, match="unknown loss"):
         tiny_settings(loss="infonce")
@@ -561,7 +561,9 @@ def test_bad_inputs_say_what_is_wrong(world, tmp_path):
     assert queries == [] and counts["no_positive"] == 1
     qid = pool_table(world / "shard-0.parquet")["qid"][0]
     pl.DataFrame({"qid": [qid], "docid": ["2"], "label": [0]}).write_parquet(tmp_path / "none.parquet")
-    with pytest.raises(ValueError, match="no training queries"):
+    with pytest.raises(
+        ValueError, match="none.parquet: no training query with both a positive and a negative"
+    ):
         train(
             world / "tiny-bert",
             tmp_path / "none.parquet",
