@@ -273,7 +273,10 @@ def mistake(mutate):
             " mine (annotation run 'own'): a cycle",
         ),
         (
-            lambda c: c["backbones"].update({"tiny-utilsel": {"model": "x/y"}}),
+            lambda c: (
+                c["datasets"]["own"]["mine"].update(dense=["tiny-utilsel"]),
+                c["backbones"].update({"tiny-utilsel": {"model": "x/y"}}),
+            ),
             "'datasets.own.mine.dense.0': 'tiny-utilsel' names both an experiment and a backbone",
         ),
         (

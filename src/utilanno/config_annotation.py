@@ -21,8 +21,9 @@ _LABEL_STEP = {"relsel": "relsel", "utilsel": "utilsel", "union": "utilsel", "ut
 
 
 def run_name(config: dict, exp: dict) -> str | None:
-    """The run an experiment names, or the config's only run (None when it has several and names none)."""
-    runs = config["annotation"]
+    """The run an experiment names, or the config's only run (None when it has several and names none): one
+    rule for the config checks, the plan and the report (which reads configs that need not be whole)."""
+    runs = config.get("annotation") or {}
     return exp.get("annotation") or (next(iter(runs)) if len(runs) == 1 else None)
 
 

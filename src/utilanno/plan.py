@@ -10,6 +10,7 @@ import posixpath
 from urllib.parse import unquote, urlparse
 
 from utilanno.annotate import STEP_NEEDS, STEPS
+from utilanno.config_annotation import run_name
 from utilanno.dataset_specs import expand_beir
 from utilanno.plan_evaluation import EvaluationPlan
 from utilanno.testing.tinyworld import files as tiny_files
@@ -143,17 +144,24 @@ class Plan(EvaluationPlan):
 
     def run_of(self, exp: dict) -> str:
         """The annotation run an experiment trains on: its own `annotation`, or the config's only run."""
-        if exp.get("annotation"):
-            return exp["annotation"]
-        if len(self.runs()) != 1:
+        run = run_name(self.config, exp)
+        if run is None:
             raise ValueError(f"several annotation runs ({sorted(self.runs())}): the experiment must name one")
-        return next(iter(self.runs()))
+        return run
 
     def run_experiments(self, run: str) -> dict[str, dict]:
         return {n: e for n, e in self.config["experiments"].items() if self.run_of(e) == run}
 
     def mined(self, run: str) -> bool:
         return self.runs()[run]["pool_source"] == "mine"
+
+    def mined_datasets(self) -> dict[str, str]:
+        """Each dataset some run mines -> the first such run by name (mining runs once per dataset)."""
+        out: dict[str, str] = {}
+        for run in sorted(self.runs()):
+            if self.mined(run):
+                out.setdefault(self.runs()[run]["dataset"], run)
+        return dict(sorted(out.items()))
 
     def pool_input(self, run: str) -> str:
         """The pool file a run's pool stage reads: its dataset's converted train_pool, or the mined one."""

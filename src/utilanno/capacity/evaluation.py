@@ -20,11 +20,7 @@ class EvalCosts(RuleCosts):
         encoded, exact search to `depth` (embeddings are scratch inside the job)."""
         ev, peak = self.config["evaluation"], self.rates["gpu"]["peak_tflops"] * 1e12
         tpw, t = self.text["encoder_tokens_per_word"], self.config["training"]
-        for ds in sorted(
-            d for d in {r["dataset"] for r in self.plan.runs().values()} if "mine" in self.plan.datasets[d]
-        ):
-            if not any(self.plan.mined(r) and a["dataset"] == ds for r, a in self.plan.runs().items()):
-                continue
+        for ds in self.plan.mined_datasets():
             mine, s = self.plan.datasets[ds]["mine"], self.sizes[ds]
             corpus = self.sizes[self.plan.corpus_owner(ds)]
             n = int(s.queries.get(mine["split"], 0))

@@ -311,10 +311,7 @@ class RuleCosts:
 
     def mine(self) -> None:
         """Candidate mining of each dataset a run mines (once per dataset): BM25 search, fusion."""
-        mined = {self.plan.runs()[r]["dataset"]: r for r in sorted(self.plan.runs(), reverse=True)}
-        for ds, run in sorted(mined.items()):
-            if not self.plan.mined(run):
-                continue
+        for ds, run in self.plan.mined_datasets().items():
             s, corpus, n, npool = self.pool_size(run)
             mine, owner = self.plan.datasets[ds]["mine"], self.plan.corpus_owner(ds)
             self.bm25_index(owner)

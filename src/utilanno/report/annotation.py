@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from utilanno.config_annotation import run_name
 from utilanno.report.compare import OURS, paper_dataset
 
 PERCENT = ("precision", "recall")
@@ -45,7 +46,7 @@ def annotation_frame(config: dict, stats: dict[tuple[str, str, str], dict]) -> p
         dataset = paper_dataset(runs[run]["dataset"], named)
         rows += [(annotator, None, dataset, measure, value, "") for measure, value in mine.items()]
     for name, exp in sorted(config.get("experiments", {}).items()):
-        run = exp.get("annotation") or (next(iter(runs)) if len(runs) == 1 else None)
+        run = run_name(config, exp)
         if run not in runs:
             continue
         annotator = exp.get("annotator") or runs[run]["annotator"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from utilanno.config_annotation import run_name
 from utilanno.report.paper import Entry, PaperNumbers
 
 PAPER_ANNOTATOR = "qwen25-32b-int8"  # the llms key of the paper's default annotator (Qwen-2.5-32B-Int8)
@@ -123,17 +124,10 @@ def annotators(config: dict) -> list[str]:
     return sorted(n for n in names if n)
 
 
-def _run(config: dict, exp: dict) -> str | None:
-    """An experiment's annotation run: its own, or the config's only run."""
-    runs = config.get("annotation", {})
-    return exp.get("annotation") or (next(iter(runs)) if len(runs) == 1 else None)
-
-
 def _annotator(config: dict, exp: dict) -> str | None:
     """An experiment's annotator: its own, or its run's."""
-    return exp.get("annotator") or (config.get("annotation", {}).get(_run(config, exp)) or {}).get(
-        "annotator"
-    )
+    runs = config.get("annotation") or {}
+    return exp.get("annotator") or (runs.get(run_name(config, exp)) or {}).get("annotator")
 
 
 def experiment_settings(config: dict, name: str) -> dict[str, Any]:
@@ -148,7 +142,7 @@ def experiment_settings(config: dict, name: str) -> dict[str, Any]:
     sampling = curriculum.get("stage1_sampling", "pos_one") if curriculum else exp.get("sampling", "pos_all")
     annotator = _annotator(config, exp)
     runs = config.get("annotation", {})
-    trained_on = (runs.get(_run(config, exp)) or {}).get("dataset")
+    trained_on = (runs.get(run_name(config, exp)) or {}).get("dataset")
     return {
         "dataset": named.get(trained_on, trained_on),
         "backbone": named.get(exp["backbone"], exp["backbone"]),
